@@ -1,0 +1,115 @@
+"""Reading the compat route's JSON body the way Pleasanter's Newtonsoft model does."""
+
+from __future__ import annotations
+
+import base64
+import binascii
+import re
+from dataclasses import dataclass
+from typing import Any
+
+import orjson
+
+from mailgate.core.messages import Msg
+from mailgate.core.refusal import Refusal
+from mailgate.mail.compose import Attachment
+
+_CONTENT_TYPE = re.compile(r"^[A-Za-z0-9!#$&^_.+-]+/[A-Za-z0-9!#$&^_.+-]+$")
+_WHITESPACE = re.compile(rb"\s+")
+
+
+@dataclass(frozen=True, slots=True)
+class SendRequest:
+    """The fields of a send call after type checks; addresses are still raw strings."""
+
+    from_: str
+    to: str
+    cc: str
+    bcc: str
+    title: str
+    body: str
+    attachments: tuple[Attachment, ...]
+
+
+def parse_fields(raw: bytes) -> dict[str, Any]:
+    """JSON object with lower-cased keys (names match case-insensitively); row 1 on failure."""
+    try:
+        data = orjson.loads(raw)
+    except orjson.JSONDecodeError:
+        raise Refusal(400, Msg.INVALID_JSON) from None
+    if not isinstance(data, dict):
+        # Newtonsoft cannot bind an array or a scalar to the request model either.
+        raise Refusal(400, Msg.INVALID_JSON)
+    return {key.lower(): value for key, value in data.items()}
+
+
+def as_text(value: Any) -> str | None:
+    """A string field as Newtonsoft reads it: null → None, number/bool → text, else invalid."""
+    if value is None or isinstance(value, str):
+        return value
+    if isinstance(value, bool):
+        return "True" if value else "False"
+    if isinstance(value, int | float):
+        return str(value)
+    raise Refusal(400, Msg.INVALID_REQUEST)
+
+
+def api_key_of(fields: dict[str, Any]) -> str | None:
+    """The ApiKey, or None when it is missing or not text (so the call cannot authenticate)."""
+    try:
+        return as_text(fields.get("apikey"))
+    except Refusal:
+        return None
+
+
+def read_send_request(fields: dict[str, Any], max_title_length: int) -> SendRequest:
+    """Check types and decode attachments (row 5 of the contract)."""
+    title = as_text(fields.get("title")) or ""
+    if len(title) > max_title_length or "\r" in title or "\n" in title:
+        # A line break in the subject could only ever be a header-injection attempt.
+        raise Refusal(400, Msg.INVALID_REQUEST)
+    return SendRequest(
+        from_=as_text(fields.get("from")) or "",
+        to=as_text(fields.get("to")) or "",
+        cc=as_text(fields.get("cc")) or "",
+        bcc=as_text(fields.get("bcc")) or "",
+        title=title,
+        body=as_text(fields.get("body")) or "",
+        attachments=_read_attachments(fields.get("attachments")),
+    )
+
+
+def _read_attachments(value: Any) -> tuple[Attachment, ...]:
+    if value is None:
+        return ()
+    if not isinstance(value, list):
+        raise Refusal(400, Msg.INVALID_REQUEST)
+    attachments = []
+    for entry in value:
+        if entry is None:
+            continue
+        if not isinstance(entry, dict):
+            raise Refusal(400, Msg.INVALID_REQUEST)
+        item = {key.lower(): val for key, val in entry.items()}
+        encoded = as_text(item.get("base64"))
+        if not encoded:
+            continue
+        name = as_text(item.get("name")) or as_text(item.get("filename")) or "NoName"
+        content_type = (as_text(item.get("contenttype")) or "").strip() or "text/plain"
+        if _has_control(name) or not _CONTENT_TYPE.match(content_type):
+            raise Refusal(400, Msg.INVALID_REQUEST)
+        attachments.append(Attachment(name=name, content_type=content_type, data=_decode(encoded)))
+    return tuple(attachments)
+
+
+def _decode(encoded: str) -> bytes:
+    # .NET's Convert.FromBase64String ignores whitespace (line-wrapped base64); so do we.
+    compact = _WHITESPACE.sub(b"", encoded.encode("ascii", errors="replace"))
+    try:
+        return base64.b64decode(compact, validate=True)
+    except (binascii.Error, ValueError):
+        raise Refusal(400, Msg.INVALID_REQUEST) from None
+
+
+def _has_control(text: str) -> bool:
+    return any(ord(ch) < 32 or ord(ch) == 127 for ch in text)

@@ -1,0 +1,32 @@
+"""The one small interface every transport implements, and its outcome."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Literal, Protocol
+
+OutcomeStatus = Literal["sent", "captured", "deferred", "failed"]
+
+
+@dataclass(frozen=True, slots=True)
+class Outcome:
+    """What one attempt achieved; `detail` is the relay's reply or the error, for the history."""
+
+    status: OutcomeStatus
+    detail: str | None = None
+
+
+class Transport(Protocol):
+    async def deliver(self, envelope_from: str, recipients: list[str], data: bytes) -> Outcome: ...
+
+    async def close(self) -> None: ...
+
+
+class CaptureTransport:
+    """Delivers nowhere: the mail stays in the outbox as `captured` (no relay configured)."""
+
+    async def deliver(self, envelope_from: str, recipients: list[str], data: bytes) -> Outcome:
+        return Outcome("captured", f"captured {len(data)} bytes for {len(recipients)} recipients")
+
+    async def close(self) -> None:
+        return None

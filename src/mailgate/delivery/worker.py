@@ -1,0 +1,139 @@
+"""The delivery worker: claims due mails with a lease, delivers them, records the outcome."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import os
+import secrets
+import socket
+from dataclasses import dataclass
+
+from mailgate.delivery.failures import next_attempt
+from mailgate.delivery.transport import Outcome, Transport
+from mailgate.mail.compose import compose
+from mailgate.metrics import ATTEMPTS, DELIVERY_LATENCY, FAILURES
+from mailgate.store.db import utcnow
+from mailgate.store.outbox import ClaimedMail, Outbox
+
+log = logging.getLogger("mailgate.delivery")
+
+
+@dataclass(frozen=True)
+class WorkerSettings:
+    concurrency: int = 16
+    lease_seconds: float = 60.0
+    retry_base_delay: float = 300.0
+    retry_factor: float = 1.3
+    retry_max_attempts: int = 18
+    poll_interval: float = 0.5
+    grace_seconds: float = 20.0
+
+
+def worker_name() -> str:
+    return f"{socket.gethostname()}:{os.getpid()}:{secrets.token_hex(3)}"
+
+
+class Worker:
+    """One process's delivery loop; `wake()` lets the API in the same process skip the poll."""
+
+    def __init__(self, outbox: Outbox, transport: Transport, settings: WorkerSettings) -> None:
+        self.outbox = outbox
+        self.transport = transport
+        self.settings = settings
+        self.name = worker_name()
+        self._wake = asyncio.Event()
+        self._stopping = asyncio.Event()
+        self._inflight: dict[asyncio.Task[None], int] = {}
+
+    def wake(self) -> None:
+        self._wake.set()
+
+    def stop(self) -> None:
+        """Stop claiming; `run` then finishes in-flight mails within the grace period."""
+        self._stopping.set()
+        self._wake.set()
+
+    async def run(self) -> None:
+        try:
+            while not self._stopping.is_set():
+                free = self.settings.concurrency - len(self._inflight)
+                claimed: list[ClaimedMail] = []
+                if free > 0:
+                    try:
+                        claimed = await self.outbox.claim(
+                            self.name, free, self.settings.lease_seconds
+                        )
+                    except Exception:
+                        log.exception("claiming mails failed; trying again")
+                for mail in claimed:
+                    task = asyncio.create_task(self._deliver(mail))
+                    self._inflight[task] = mail.id
+                    task.add_done_callback(self._done)
+                if claimed and len(claimed) == free:
+                    # Full batch: more may be due; go again as soon as a slot frees.
+                    await self._wait_for_slot()
+                    continue
+                await self._idle()
+        finally:
+            await self._drain()
+
+    def _done(self, task: asyncio.Task[None]) -> None:
+        self._inflight.pop(task, None)
+        self._wake.set()
+
+    async def _wait_for_slot(self) -> None:
+        if len(self._inflight) >= self.settings.concurrency:
+            await asyncio.wait(list(self._inflight), return_when=asyncio.FIRST_COMPLETED)
+
+    async def _idle(self) -> None:
+        self._wake.clear()
+        with contextlib.suppress(TimeoutError):
+            await asyncio.wait_for(self._wake.wait(), self.settings.poll_interval)
+
+    async def _drain(self) -> None:
+        if not self._inflight:
+            return
+        mail_ids = dict(self._inflight)
+        _, pending = await asyncio.wait(list(mail_ids), timeout=self.settings.grace_seconds)
+        for task in pending:
+            task.cancel()
+        for task in pending:
+            with contextlib.suppress(asyncio.CancelledError):
+                await task
+            # The lease goes back now, so another worker need not wait for it to expire.
+            await self.outbox.release(mail_ids[task], self.name)
+
+    async def _deliver(self, mail: ClaimedMail) -> None:
+        attempt = mail.attempts + 1
+        try:
+            data = compose(await self.outbox.message(mail.id))
+        except Exception as error:
+            log.exception("mail %s cannot be composed", mail.id)
+            await self._record(mail, attempt, Outcome("failed", f"cannot compose: {error}"))
+            return
+        outcome = await self.transport.deliver(mail.envelope_from, mail.envelope_to, data)
+        await self._record(mail, attempt, outcome)
+
+    async def _record(self, mail: ClaimedMail, attempt: int, outcome: Outcome) -> None:
+        status: str = outcome.status
+        next_at = None
+        if status == "deferred":
+            if attempt >= self.settings.retry_max_attempts:
+                status = "dead"
+            else:
+                next_at = next_attempt(
+                    utcnow(), attempt, self.settings.retry_base_delay, self.settings.retry_factor
+                )
+        ATTEMPTS.labels(outcome=status).inc()
+        if status in ("deferred", "dead"):
+            FAILURES.labels(cls="temporary").inc()
+        elif status == "failed":
+            FAILURES.labels(cls="permanent").inc()
+        else:
+            DELIVERY_LATENCY.observe((utcnow() - mail.created_at).total_seconds())
+        if not await self.outbox.finish(mail.id, self.name, status, outcome.detail, next_at):
+            log.warning("mail %s: lease lost before its outcome (%s) was recorded", mail.id, status)
+        elif status != "sent" and status != "captured":
+            log.info("mail %s attempt %d: %s %s", mail.id, attempt, status, outcome.detail)

@@ -1,0 +1,1 @@
+"""Real parts for tests: SMTP relays, databases and mailgate servers on loopback."""
