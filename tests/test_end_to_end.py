@@ -293,3 +293,55 @@ def test_sigterm_exits_cleanly(
     server = start(servers, env, tmp_path)
     assert server.terminate() == 0
     assert "Traceback" not in server.output()
+
+
+MAIL_JSON = """\ufeff{
+    // Pleasanter's Mail.json, as an operator edited it
+    "SmtpHost": "127.0.0.1",
+    "SmtpPort": %d,
+    "SmtpUserName": null,
+    "SmtpPassword": null,
+    "SmtpEnableSsl": false,
+    "ServerCertificateValidationCallback": false,
+    "SecureSocketOptions": "None",
+    "FixedFrom": "noreply@example.com",
+    "AllowedFrom": ["boss@example.com"],
+    "SupportFrom": "support@example.com",
+    "InternalDomains": "",
+    "Encoding": null,
+    "ContentEncoding": null,
+    "UseOAuth": false,   /* not used by mailgate */
+}
+"""
+API_JSON = """{
+    "Enabled": true,
+    "LimitPerSite": 3,
+    "PageSize": 200,
+}
+"""
+
+
+def test_pleasanter_parameter_files_are_honoured(
+    env: dict[str, str], tmp_path: Path, servers: list[ServeProcess], relay: Relay
+) -> None:
+    params = tmp_path / "App_Data" / "Parameters"
+    params.mkdir(parents=True)
+    (params / "Mail.json").write_text(MAIL_JSON % relay.port, encoding="utf-8")
+    (params / "Api.json").write_text(API_JSON, encoding="utf-8")
+    env |= {"MAILGATE_PLEASANTER_PARAMETERS": str(params)}
+    server = start(servers, env, tmp_path)
+    record, key = demo_of(server)
+    answer = post(server, record, {"ApiKey": key, "To": "a@example.com", "Title": "t"}).json()
+    assert answer == {
+        "Id": record, "StatusCode": 200, "LimitPerDate": 3, "LimitRemaining": 2,
+        "Message": "Email sent.",
+    }  # fmt: skip
+    allowed = {"ApiKey": key, "From": "boss@example.com", "To": "b@example.com", "Title": "b"}
+    assert post(server, record, allowed).status_code == 200
+    received = {r.message()["Subject"]: r for r in relay.wait_for(2)}
+    assert received["t"].message()["From"] == "noreply@example.com"
+    assert received["t"].mail_from == "noreply@example.com"
+    assert received["b"].message()["From"] == "boss@example.com"
+    history = {m["title"]: m for m in mailgate_json("mails", "list", env=env)}
+    assert history["t"]["from"] == "Demo User <demo@example.com>"  # before FixedFrom
+    assert "UseOAuth" in server.output()  # the ignored key is named in a warning

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import os
 from collections.abc import AsyncIterator
 from typing import Any
 
@@ -11,7 +12,7 @@ from fastapi import FastAPI
 from starlette.types import ASGIApp, Receive, Scope, Send
 
 from mailgate import __version__
-from mailgate.api import compat, health
+from mailgate.api import compat, health, reference
 from mailgate.api.state import AppState
 from mailgate.config import Settings
 from mailgate.delivery.runtime import build_worker
@@ -63,6 +64,9 @@ def create_app(settings: Settings, run_worker: bool = True) -> FastAPI:
     )
     app.include_router(compat.build_router(settings.base_path))
     app.include_router(health.router)
+    if os.environ.get("MAILGATE_REFERENCE_ENDPOINT") == "1":
+        # Only for benchmarks, which measure the compat route against this in the same process.
+        app.include_router(reference.router)
     app.add_middleware(CompatPathMiddleware, base_path=settings.base_path)
     return app
 

@@ -14,6 +14,8 @@ class Outcome:
 
     status: OutcomeStatus
     detail: str | None = None
+    # Recipients the relay refused with 4xx: the next attempt goes to these alone.
+    retry_recipients: tuple[str, ...] = ()
 
 
 class Transport(Protocol):

@@ -9,8 +9,9 @@ import os
 import secrets
 import socket
 from dataclasses import dataclass
+from typing import Protocol
 
-from mailgate.delivery.failures import next_attempt
+from mailgate.delivery.failures import plan_next
 from mailgate.delivery.transport import Outcome, Transport
 from mailgate.mail.compose import compose
 from mailgate.metrics import ATTEMPTS, DELIVERY_LATENCY, FAILURES
@@ -18,6 +19,12 @@ from mailgate.store.db import utcnow
 from mailgate.store.outbox import ClaimedMail, Outbox
 
 log = logging.getLogger("mailgate.delivery")
+
+
+class Signer(Protocol):
+    """Signs the final message bytes (DKIM) for the header From's domain, or returns them as-is."""
+
+    def sign(self, data: bytes, domain: str) -> bytes: ...
 
 
 @dataclass(frozen=True)
@@ -38,10 +45,17 @@ def worker_name() -> str:
 class Worker:
     """One process's delivery loop; `wake()` lets the API in the same process skip the poll."""
 
-    def __init__(self, outbox: Outbox, transport: Transport, settings: WorkerSettings) -> None:
+    def __init__(
+        self,
+        outbox: Outbox,
+        transport: Transport,
+        settings: WorkerSettings,
+        signer: Signer | None = None,
+    ) -> None:
         self.outbox = outbox
         self.transport = transport
         self.settings = settings
+        self.signer = signer
         self.name = worker_name()
         self._wake = asyncio.Event()
         self._stopping = asyncio.Event()
@@ -55,7 +69,20 @@ class Worker:
         self._stopping.set()
         self._wake.set()
 
+    async def _renew_leases(self) -> None:
+        # Renew well before expiry: a live worker's mail must never look abandoned.
+        while True:
+            await asyncio.sleep(self.settings.lease_seconds / 3)
+            if self._inflight:
+                try:
+                    await self.outbox.extend(
+                        self.name, list(self._inflight.values()), self.settings.lease_seconds
+                    )
+                except Exception:
+                    log.exception("renewing leases failed; trying again")
+
     async def run(self) -> None:
+        renewer = asyncio.create_task(self._renew_leases())
         try:
             while not self._stopping.is_set():
                 free = self.settings.concurrency - len(self._inflight)
@@ -77,7 +104,10 @@ class Worker:
                     continue
                 await self._idle()
         finally:
-            await self._drain()
+            try:
+                await self._drain()
+            finally:
+                renewer.cancel()
 
     def _done(self, task: asyncio.Task[None]) -> None:
         self._inflight.pop(task, None)
@@ -108,7 +138,10 @@ class Worker:
     async def _deliver(self, mail: ClaimedMail) -> None:
         attempt = mail.attempts + 1
         try:
-            data = compose(await self.outbox.message(mail.id))
+            message = await self.outbox.message(mail.id)
+            data = compose(message)
+            if self.signer is not None:
+                data = self.signer.sign(data, message.sender.address.rpartition("@")[2])
         except Exception as error:
             log.exception("mail %s cannot be composed", mail.id)
             await self._record(mail, attempt, Outcome("failed", f"cannot compose: {error}"))
@@ -117,23 +150,27 @@ class Worker:
         await self._record(mail, attempt, outcome)
 
     async def _record(self, mail: ClaimedMail, attempt: int, outcome: Outcome) -> None:
-        status: str = outcome.status
-        next_at = None
-        if status == "deferred":
-            if attempt >= self.settings.retry_max_attempts:
-                status = "dead"
+        settings = self.settings
+        plan = plan_next(
+            outcome,
+            attempt,
+            utcnow(),
+            settings.retry_base_delay,
+            settings.retry_factor,
+            settings.retry_max_attempts,
+        )
+        for event, _ in plan.events:
+            ATTEMPTS.labels(outcome=event).inc()
+            if event in ("deferred", "dead"):
+                FAILURES.labels(cls="temporary").inc()
+            elif event == "failed":
+                FAILURES.labels(cls="permanent").inc()
             else:
-                next_at = next_attempt(
-                    utcnow(), attempt, self.settings.retry_base_delay, self.settings.retry_factor
-                )
-        ATTEMPTS.labels(outcome=status).inc()
-        if status in ("deferred", "dead"):
-            FAILURES.labels(cls="temporary").inc()
-        elif status == "failed":
-            FAILURES.labels(cls="permanent").inc()
-        else:
-            DELIVERY_LATENCY.observe((utcnow() - mail.created_at).total_seconds())
-        if not await self.outbox.finish(mail.id, self.name, status, outcome.detail, next_at):
-            log.warning("mail %s: lease lost before its outcome (%s) was recorded", mail.id, status)
-        elif status != "sent" and status != "captured":
-            log.info("mail %s attempt %d: %s %s", mail.id, attempt, status, outcome.detail)
+                DELIVERY_LATENCY.observe((utcnow() - mail.created_at).total_seconds())
+        recorded = await self.outbox.finish(
+            mail.id, self.name, plan.status, plan.events, plan.next_attempt_at, plan.envelope_to
+        )
+        if not recorded:
+            log.warning("mail %s: lease lost before its outcome was recorded", mail.id)
+        elif plan.status not in ("sent", "captured"):
+            log.info("mail %s attempt %d: %s %s", mail.id, attempt, plan.status, plan.events[-1][1])

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from typing import Any
@@ -18,6 +19,7 @@ from mailgate.store.schema import mail_attachments, mail_events, outgoing_mails
 # Statuses whose mails wait for a (next) attempt.
 PENDING = ("queued", "deferred")
 RETRYABLE = ("failed", "dead")
+DONE = ("sent", "captured")
 
 
 @dataclass(frozen=True, slots=True)
@@ -86,8 +88,9 @@ class Outbox:
         mail_id: int,
         worker: str,
         status: str,
-        detail: str | None,
+        events: Sequence[tuple[str, str | None]],
         next_attempt_at: datetime | None = None,
+        envelope_to: Sequence[str] | None = None,
     ) -> bool:
         """Record an attempt's outcome; False when the lease was lost to another worker."""
         now = utcnow()
@@ -97,11 +100,13 @@ class Outbox:
             "locked_by": None,
             "locked_until": None,
             "next_attempt_at": next_attempt_at,
-            "last_error": None if status in ("sent", "captured") else detail,
+            "last_error": None if status in DONE else events[-1][1],
             "updated_at": now,
         }
-        if status in ("sent", "captured"):
-            values["sent_at"] = now
+        if any(event == "sent" or event == "captured" for event, _ in events):
+            values["sent_at"] = func.coalesce(outgoing_mails.c.sent_at, now)
+        if envelope_to is not None:
+            values["envelope_to"] = orjson.dumps(list(envelope_to)).decode()
         async with self.engine.begin() as conn:
             attempt = (
                 await conn.execute(
@@ -114,11 +119,24 @@ class Outbox:
             if attempt is None:
                 return False
             await conn.execute(
-                insert(mail_events).values(
-                    mail_id=mail_id, at=now, event=status, attempt=attempt, detail=detail
-                )
+                insert(mail_events),
+                [
+                    {"mail_id": mail_id, "at": now, "event": e, "attempt": attempt, "detail": d}
+                    for e, d in events
+                ],
             )
         return True
+
+    async def extend(self, worker: str, mail_ids: Sequence[int], lease: float) -> None:
+        """Renew the lease on mails still in flight, so a slow delivery is not taken over."""
+        now = utcnow()
+        until = now + timedelta(seconds=lease)
+        async with self.engine.begin() as conn:
+            await conn.execute(
+                update(outgoing_mails)
+                .where(outgoing_mails.c.id.in_(mail_ids), outgoing_mails.c.locked_by == worker)
+                .values(locked_until=until, next_attempt_at=until, updated_at=now)
+            )
 
     async def release(self, mail_id: int, worker: str) -> None:
         """Give an unfinished mail back without counting an attempt (graceful stop)."""
