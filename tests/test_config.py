@@ -4,11 +4,15 @@ from __future__ import annotations
 
 import logging
 import re
+from collections.abc import Callable
 from pathlib import Path
 
 import pytest
+import trustme
+from cryptography.hazmat.primitives import serialization
+from cryptography.hazmat.primitives.asymmetric import ec, rsa
 
-from mailgate.config import ConfigError, MailPolicy, SmtpSettings, load_settings
+from mailgate.config import ConfigError, DkimKey, MailPolicy, SmtpSettings, load_settings
 
 # As an administrator edits Pleasanter's App_Data/Parameters/Mail.json: BOM, comments, trailing
 # commas, keys mailgate does not use (OAuth) and a few nulls.
@@ -72,7 +76,10 @@ def test_defaults(tmp_path: Path) -> None:
     assert settings.database_url == f"sqlite:///{tmp_path}/mailgate-data/mailgate.db"
     assert settings.transport == "capture"
     assert settings.smtp == SmtpSettings()
+    assert (settings.smtp.max_mails_per_connection, settings.smtp.idle_timeout) == (100, 60.0)
+    assert settings.smtp.ca_file is None
     assert settings.mail == MailPolicy()
+    assert settings.dkim == ()
     assert (settings.host, settings.port, settings.base_path) == ("127.0.0.1", 8080, "")
 
 
@@ -304,6 +311,10 @@ def test_secrets_are_not_in_repr(parameters: Path) -> None:
         ("MAILGATE_DELIVERY_CONCURRENCY", "0"),
         ("MAILGATE_LIMIT_PER_SITE", "-1"),
         ("MAILGATE_MESSAGE_ID_DOMAIN", "not a domain"),
+        ("MAILGATE_SMTP_MAX_MAILS_PER_CONNECTION", "0"),
+        ("MAILGATE_SMTP_IDLE_TIMEOUT", "0"),
+        ("MAILGATE_DKIM_DOMAIN", "example..com/"),
+        ("MAILGATE_DKIM_SELECTOR", "mail 2024"),
     ],
 )
 def test_bad_environment_value_names_the_variable(name: str, value: str) -> None:
@@ -382,3 +393,225 @@ def test_bad_pleasanter_file(tmp_path: Path, file: str, text: str, message: str)
 def test_missing_pleasanter_folder(tmp_path: Path) -> None:
     with pytest.raises(ConfigError, match="Pleasanter parameters folder not found"):
         load_settings(environ={"MAILGATE_PLEASANTER_PARAMETERS": str(tmp_path / "missing")})
+
+
+@pytest.fixture(scope="module")
+def ca_pem() -> bytes:
+    return trustme.CA().cert_pem.bytes()
+
+
+def test_smtp_tls_and_pool_settings_from_environment(tmp_path: Path, ca_pem: bytes) -> None:
+    ca_file = tmp_path / "company-ca.pem"
+    ca_file.write_bytes(ca_pem)
+
+    settings = load_settings(
+        environ={
+            "MAILGATE_SMTP_CA_FILE": str(ca_file),
+            "MAILGATE_SMTP_MAX_MAILS_PER_CONNECTION": "1",
+            "MAILGATE_SMTP_IDLE_TIMEOUT": "2.5",
+        }
+    )
+
+    assert settings.smtp.ca_file == ca_file
+    assert settings.smtp.max_mails_per_connection == 1
+    assert settings.smtp.idle_timeout == 2.5
+
+
+def test_smtp_tls_and_pool_settings_from_toml(tmp_path: Path, ca_pem: bytes) -> None:
+    (tmp_path / "etc" / "tls").mkdir(parents=True)
+    (tmp_path / "etc" / "tls" / "ca.pem").write_bytes(ca_pem)
+    config = write(
+        tmp_path / "etc" / "mailgate.toml",
+        """
+        [smtp]
+        ca_file = "tls/ca.pem"
+        max_mails_per_connection = 20
+        idle_timeout = 30
+        """,
+    )
+
+    settings = load_settings(config, environ={})
+
+    assert settings.smtp.ca_file == tmp_path / "etc" / "tls" / "ca.pem"
+    assert settings.smtp.max_mails_per_connection == 20
+    assert settings.smtp.idle_timeout == 30.0
+
+
+@pytest.mark.parametrize(
+    ("content", "message"),
+    [
+        (None, "cannot read SMTP CA file: No such file"),
+        (b"not a certificate", "SMTP CA file holds no PEM certificate"),
+    ],
+)
+def test_unusable_ca_file(tmp_path: Path, content: bytes | None, message: str) -> None:
+    ca_file = tmp_path / "ca.pem"
+    if content is not None:
+        ca_file.write_bytes(content)
+
+    with pytest.raises(ConfigError, match=re.escape(f"{ca_file}: {message}")):
+        load_settings(environ={"MAILGATE_SMTP_CA_FILE": str(ca_file)})
+
+
+@pytest.fixture(scope="module")
+def rsa_pem() -> bytes:
+    key = rsa.generate_private_key(public_exponent=65537, key_size=2048)
+    return key.private_bytes(
+        serialization.Encoding.PEM,
+        serialization.PrivateFormat.TraditionalOpenSSL,
+        serialization.NoEncryption(),
+    )
+
+
+def key_file(path: Path, pem: bytes) -> Path:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_bytes(pem)
+    return path
+
+
+def test_dkim_keys_from_toml_and_environment(tmp_path: Path, rsa_pem: bytes) -> None:
+    key_file(tmp_path / "etc" / "keys" / "com.pem", rsa_pem)
+    # Written on Windows: CRLF line ends.
+    key_file(tmp_path / "etc" / "keys" / "org.pem", rsa_pem.replace(b"\n", b"\r\n"))
+    env_key = key_file(tmp_path / "env.pem", rsa_pem)
+    config = write(
+        tmp_path / "etc" / "mailgate.toml",
+        """
+        [[dkim]]
+        domain = "Example.COM"
+        selector = "mail"
+        key_file = "keys/com.pem"
+
+        [[dkim]]
+        domain = "example.org"
+        selector = "s1"
+        key_file = "keys/org.pem"
+        """,
+    )
+    toml_keys = (
+        DkimKey("example.com", "mail", tmp_path / "etc" / "keys" / "com.pem"),
+        DkimKey("example.org", "s1", tmp_path / "etc" / "keys" / "org.pem"),
+    )
+
+    assert load_settings(config, environ={}).dkim == toml_keys
+
+    environ = {
+        "MAILGATE_DKIM_DOMAIN": "example.org",
+        "MAILGATE_DKIM_SELECTOR": "s2",
+        "MAILGATE_DKIM_KEY_FILE": str(env_key),
+    }
+    # The environment's key replaces the file's for the same domain and keeps the others.
+    assert load_settings(config, environ=environ).dkim == (
+        toml_keys[0],
+        DkimKey("example.org", "s2", env_key),
+    )
+    environ["MAILGATE_DKIM_DOMAIN"] = "example.net"
+    assert load_settings(config, environ=environ).dkim == (
+        *toml_keys,
+        DkimKey("example.net", "s2", env_key),
+    )
+
+
+def test_dkim_environment_needs_all_three() -> None:
+    message = (
+        "MAILGATE_DKIM_SELECTOR, MAILGATE_DKIM_KEY_FILE: must be set too when "
+        "MAILGATE_DKIM_DOMAIN is (a DKIM key needs all three)"
+    )
+
+    with pytest.raises(ConfigError, match=f"^{re.escape(message)}$"):
+        load_settings(environ={"MAILGATE_DKIM_DOMAIN": "example.com"})
+
+
+def short_rsa_pem() -> bytes:
+    """A 648-bit RSA key, below what cryptography generates, from two Mersenne primes."""
+    p, q, e = 2**521 - 1, 2**127 - 1, 65537
+    d = pow(e, -1, (p - 1) * (q - 1))
+    numbers = rsa.RSAPrivateNumbers(
+        p,
+        q,
+        d,
+        rsa.rsa_crt_dmp1(d, p),
+        rsa.rsa_crt_dmq1(d, q),
+        rsa.rsa_crt_iqmp(p, q),
+        rsa.RSAPublicNumbers(e, p * q),
+    )
+    return numbers.private_key().private_bytes(
+        serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8, serialization.NoEncryption()
+    )
+
+
+def encrypted_rsa_pem() -> bytes:
+    key = rsa.generate_private_key(public_exponent=65537, key_size=1024)
+    return key.private_bytes(
+        serialization.Encoding.PEM,
+        serialization.PrivateFormat.PKCS8,
+        serialization.BestAvailableEncryption(b"passphrase"),
+    )
+
+
+def ec_pem() -> bytes:
+    return ec.generate_private_key(ec.SECP256R1()).private_bytes(
+        serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8, serialization.NoEncryption()
+    )
+
+
+NOT_A_KEY = "not an unencrypted RSA private key in PEM"
+
+
+@pytest.mark.parametrize(
+    ("make", "message"),
+    [
+        (None, "cannot read DKIM key file: No such file"),
+        (lambda: b"-----BEGIN PRIVATE KEY-----\nc2VjcmV0IGdhcmJhZ2U=\n-----END", NOT_A_KEY),
+        (encrypted_rsa_pem, NOT_A_KEY),
+        (ec_pem, NOT_A_KEY),
+        (short_rsa_pem, "DKIM key has 648 bits; at least 1024 needed, 2048 advised"),
+    ],
+    ids=["missing", "garbage", "encrypted", "ec", "short"],
+)
+def test_unusable_dkim_key_names_the_file_not_its_content(
+    tmp_path: Path, make: Callable[[], bytes] | None, message: str
+) -> None:
+    path = tmp_path / "dkim.pem"
+    content = b""
+    if make is not None:
+        content = key_file(path, make()).read_bytes()
+    environ = {
+        "MAILGATE_DKIM_DOMAIN": "example.com",
+        "MAILGATE_DKIM_SELECTOR": "mail",
+        "MAILGATE_DKIM_KEY_FILE": str(path),
+    }
+
+    with pytest.raises(ConfigError, match=re.escape(f"{path}: {message}")) as caught:
+        load_settings(environ=environ)
+
+    error = str(caught.value).encode()
+    assert all(line not in error for line in content.splitlines()[1:-1])
+
+
+@pytest.mark.parametrize(
+    ("toml", "message"),
+    [
+        ("[dkim]\ndomain = 'example.com'\n", "'dkim' must be an array of tables ([[dkim]])"),
+        ("[[dkim]]\ndomain = 'example.com'\nselector = 'mail'\n", "dkim[0]: missing key_file"),
+        (
+            "[[dkim]]\ndomain = 'example.com'\nselector = 'mail'\nkey_file = 'k.pem'\nkey = 1\n",
+            "dkim[0]: unknown key 'key'",
+        ),
+        (
+            "[[dkim]]\ndomain = 'example.com'\nselector = 'm'\nkey_file = 'k.pem'\n"
+            "[[dkim]]\ndomain = 'EXAMPLE.com'\nselector = 'n'\nkey_file = 'k.pem'\n",
+            "dkim[1].domain: example.com already has a key",
+        ),
+        (
+            "[[dkim]]\ndomain = 'example.com'\nselector = 5\nkey_file = 'k.pem'\n",
+            "dkim[0].selector: expected a string, got int",
+        ),
+    ],
+)
+def test_bad_dkim_table(tmp_path: Path, rsa_pem: bytes, toml: str, message: str) -> None:
+    key_file(tmp_path / "k.pem", rsa_pem)
+    config = write(tmp_path / "mailgate.toml", toml)
+
+    with pytest.raises(ConfigError, match=re.escape(f"{config}: {message}")):
+        load_settings(config, environ={})

@@ -6,9 +6,10 @@ import asyncio
 import contextlib
 import json
 import logging
+import os
 import signal
 import sys
-from collections.abc import Awaitable, Callable, Iterator
+from collections.abc import Awaitable, Callable, Coroutine, Iterator
 from pathlib import Path
 from typing import Annotated, Any, TypeVar
 
@@ -106,6 +107,18 @@ def run_in_transaction(settings: Settings, work: Callable[[AsyncConnection], Awa
         raise
 
 
+def run_async(coro: Coroutine[Any, Any, T]) -> T:
+    """Run on uvloop when it is installed (uvicorn[standard] brings it): a faster event loop."""
+    # Database calls hop to driver threads (aiosqlite); with the default 5 ms GIL switch
+    # interval each hop can wait that long behind the busy event loop thread.
+    sys.setswitchinterval(0.0005)
+    try:
+        import uvloop
+    except ImportError:
+        return asyncio.run(coro)
+    return uvloop.run(coro)
+
+
 def _logging() -> None:
     logging.basicConfig(
         level=logging.INFO,
@@ -140,6 +153,9 @@ def serve(
     no_bootstrap: Annotated[
         bool, typer.Option("--no-bootstrap", help="Do not create the demo on an empty database.")
     ] = False,
+    workers: Annotated[
+        int, typer.Option(min=1, help="HTTP processes (each delivers too, unless --no-worker).")
+    ] = 1,
     config: ConfigOpt = None,
     data_dir: DataDirOpt = None,
 ) -> None:
@@ -155,7 +171,7 @@ def serve(
     host = host or settings.host
     port = port or settings.port
 
-    async def main() -> None:
+    async def prepare() -> None:
         engine = create_engine(settings.database_url, pool_size=2)
         try:
             await upgrade(engine)
@@ -171,6 +187,9 @@ def serve(
                 f"Try it:\n\n  {curl_command(demo, url)}\n",
                 flush=True,
             )
+
+    async def main() -> None:
+        await prepare()
         app_ = create_app(settings, run_worker=not no_worker)
         server = _Server(
             uvicorn.Config(
@@ -184,7 +203,28 @@ def serve(
         )
         await server.serve()
 
-    asyncio.run(main())
+    if workers == 1:
+        run_async(main())
+        return
+    from mailgate.api.app import IN_PROCESS_DELIVERY
+
+    run_async(prepare())
+    # The HTTP processes rebuild their settings from the environment: hand the resolved ones on.
+    os.environ["MAILGATE_DATA_DIR"] = str(settings.data_dir)
+    os.environ["MAILGATE_DATABASE_URL"] = settings.database_url
+    if config or _globals["config"]:
+        os.environ["MAILGATE_CONFIG"] = str(config or _globals["config"])
+    os.environ[IN_PROCESS_DELIVERY] = "0" if no_worker else "1"
+    uvicorn.run(
+        "mailgate.api.app:app_factory",
+        factory=True,
+        host=host,
+        port=port,
+        workers=workers,
+        log_level="info",
+        access_log=False,
+        timeout_graceful_shutdown=30,
+    )
 
 
 @app.command()
@@ -203,7 +243,8 @@ def worker(
     settings = settings_for(config, data_dir)
 
     async def main(engine: AsyncEngine) -> None:
-        runner = build_worker(settings, engine, concurrency)
+        outcomes_engine = create_engine(settings.database_url, durable_commits=False)
+        runner = build_worker(settings, outcomes_engine, concurrency)
         loop = asyncio.get_running_loop()
         for sig in (signal.SIGTERM, signal.SIGINT):
             loop.add_signal_handler(sig, runner.stop)
@@ -212,8 +253,9 @@ def worker(
             await runner.run()
         finally:
             await runner.transport.close()
+            await outcomes_engine.dispose()
 
-    asyncio.run(_with_engine(settings, main))
+    run_async(_with_engine(settings, main))
 
 
 @db_app.command("upgrade")

@@ -44,8 +44,10 @@ def create_app(settings: Settings, run_worker: bool = True) -> FastAPI:
         state = AppState(settings=settings, engine=engine)
         app.state.mailgate = state
         worker_task = None
+        worker_engine = None
         if run_worker:
-            state.worker = build_worker(settings, engine)
+            worker_engine = create_engine(settings.database_url, durable_commits=False)
+            state.worker = build_worker(settings, worker_engine)
             worker_task = asyncio.create_task(state.worker.run())
         try:
             yield
@@ -54,6 +56,8 @@ def create_app(settings: Settings, run_worker: bool = True) -> FastAPI:
                 state.worker.stop()
                 await worker_task
                 await state.worker.transport.close()
+            if worker_engine is not None:
+                await worker_engine.dispose()
             await engine.dispose()
 
     app = FastAPI(
@@ -72,7 +76,11 @@ def create_app(settings: Settings, run_worker: bool = True) -> FastAPI:
 
 
 def app_factory() -> Any:
-    """Entry for `uvicorn --factory` in multi-process mode: settings come from the environment."""
+    """Entry for each HTTP process of `serve --workers N`: settings come from the environment."""
     from mailgate.config import load_settings
 
-    return create_app(load_settings(), run_worker=False)
+    return create_app(load_settings(), run_worker=os.environ.get(IN_PROCESS_DELIVERY) == "1")
+
+
+# Tells the HTTP processes of `serve --workers N` whether each also delivers mail.
+IN_PROCESS_DELIVERY = "MAILGATE_SERVE_DELIVERY"

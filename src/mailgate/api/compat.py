@@ -15,6 +15,7 @@ from mailgate.api.state import AppState
 from mailgate.core.messages import Msg, render
 from mailgate.core.send import Answer, SendCall, parse_item_id, send
 from mailgate.metrics import ACCEPTED, REFUSED
+from mailgate.store.db import write_lock
 from mailgate.store.send_store import SendStore
 
 log = logging.getLogger("mailgate.api")
@@ -141,7 +142,7 @@ def build_router(base_path: str) -> APIRouter:
             settings.message_id_domain,
         )
         try:
-            async with state.engine.begin() as conn:
+            async with write_lock(state.engine), state.engine.begin() as conn:
                 answer = await send(
                     call, SendStore(conn, *store_options), settings, datetime.now(UTC)
                 )

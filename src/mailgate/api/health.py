@@ -9,7 +9,7 @@ from sqlalchemy import text
 
 from mailgate.api.state import AppState
 from mailgate.metrics import OLDEST_DUE_AGE, QUEUE_DEPTH
-from mailgate.store.db import utcnow
+from mailgate.store.db import reader, utcnow
 from mailgate.store.outbox import queue_stats
 
 router = APIRouter(tags=["operations"])
@@ -25,7 +25,7 @@ async def healthz() -> dict[str, str]:
 async def readyz(request: Request) -> JSONResponse:
     state: AppState = request.app.state.mailgate
     try:
-        async with state.engine.connect() as conn:
+        async with reader(state.engine).connect() as conn:
             await conn.execute(text("SELECT 1"))
     except Exception as error:
         return JSONResponse(

@@ -2,10 +2,20 @@
 
 from mailgate.config.settings import (
     ConfigError,
+    DkimKey,
     MailPolicy,
     Settings,
     SmtpSettings,
     load_settings,
+    read_dkim_key,
 )
 
-__all__ = ["ConfigError", "MailPolicy", "Settings", "SmtpSettings", "load_settings"]
+__all__ = [
+    "ConfigError",
+    "DkimKey",
+    "MailPolicy",
+    "Settings",
+    "SmtpSettings",
+    "load_settings",
+    "read_dkim_key",
+]

@@ -6,11 +6,14 @@ import codecs
 import math
 import os
 import re
+import ssl
 import tomllib
 from collections.abc import Callable, Iterator, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Literal, get_args
+
+import dkim.crypto
 
 from mailgate.config.pleasanter import ParameterFileError, read_parameters
 
@@ -34,6 +37,19 @@ class SmtpSettings:
     verify_certificate: bool = True
     timeout: float = 30.0
     helo_name: str | None = None
+    # Trusted in addition to the system's CAs, e.g. a company CA that signed the relay's cert.
+    ca_file: Path | None = None
+    max_mails_per_connection: int = 100
+    idle_timeout: float = 60.0
+
+
+@dataclass(frozen=True)
+class DkimKey:
+    """Signs mails whose header From is in `domain` with the PEM RSA key in `key_file`."""
+
+    domain: str
+    selector: str
+    key_file: Path
 
 
 @dataclass(frozen=True)
@@ -75,6 +91,7 @@ class Settings:
     retry_max_attempts: int = 18
     lease_seconds: float = 60.0
     message_id_domain: str = "mailgate.local"
+    dkim: tuple[DkimKey, ...] = ()
 
 
 _Check = Callable[[Any, str], object]
@@ -247,9 +264,23 @@ def _base_path(value: str, where: str) -> str:
     return path
 
 
+_DNS_NAME = re.compile(r"[A-Za-z0-9](?:[A-Za-z0-9.-]*[A-Za-z0-9])?")
+
+
 def _domain(value: str, where: str) -> str:
-    if not re.fullmatch(r"[A-Za-z0-9](?:[A-Za-z0-9.-]*[A-Za-z0-9])?", value):
+    if not _DNS_NAME.fullmatch(value):
         raise ConfigError(f"{where}: expected a domain name, got {value!r}")
+    return value
+
+
+def _dkim_domain(value: str, where: str) -> str:
+    # Lowercase, as DkimSigner matches the header From's domain without case.
+    return _domain(value, where).lower()
+
+
+def _selector(value: str, where: str) -> str:
+    if not _DNS_NAME.fullmatch(value):
+        raise ConfigError(f"{where}: expected a DKIM selector such as 'mail', got {value!r}")
     return value
 
 
@@ -264,6 +295,9 @@ _FIELDS: dict[str, _Field] = {
     "smtp.verify_certificate": _Field("bool"),
     "smtp.timeout": _Field("float", _positive),
     "smtp.helo_name": _Field("str", _optional),
+    "smtp.ca_file": _Field("path"),
+    "smtp.max_mails_per_connection": _Field("int", _at_least(1)),
+    "smtp.idle_timeout": _Field("float", _positive),
     "transport": _Field("str", _choice("smtp", "capture")),
     "mail.fixed_from": _Field("str", _optional),
     "mail.allowed_from": _Field("list"),
@@ -289,7 +323,12 @@ _FIELDS: dict[str, _Field] = {
     "retry_max_attempts": _Field("int", _at_least(1)),
     "lease_seconds": _Field("float", _positive),
     "message_id_domain": _Field("str", _domain),
+    # One signing domain; TOML may list several as [[dkim]] tables of these three keys.
+    "dkim.domain": _Field("str", _dkim_domain),
+    "dkim.selector": _Field("str", _selector),
+    "dkim.key_file": _Field("path"),
 }
+_DKIM_PARTS = ("domain", "selector", "key_file")
 
 _TOML_TABLES = frozenset({"server", "smtp", "mail", "api", "delivery"})
 _TOML_KEYS = {
@@ -313,6 +352,9 @@ _TOML_KEYS = {
             "verify_certificate",
             "timeout",
             "helo_name",
+            "ca_file",
+            "max_mails_per_connection",
+            "idle_timeout",
         )
     },
     "mail.fixed_from": "mail.fixed_from",
@@ -345,6 +387,9 @@ _ENV = {
     "MAILGATE_SMTP_VERIFY_CERTIFICATE": "smtp.verify_certificate",
     "MAILGATE_SMTP_TIMEOUT": "smtp.timeout",
     "MAILGATE_SMTP_HELO_NAME": "smtp.helo_name",
+    "MAILGATE_SMTP_CA_FILE": "smtp.ca_file",
+    "MAILGATE_SMTP_MAX_MAILS_PER_CONNECTION": "smtp.max_mails_per_connection",
+    "MAILGATE_SMTP_IDLE_TIMEOUT": "smtp.idle_timeout",
     "MAILGATE_TRANSPORT": "transport",
     "MAILGATE_PLEASANTER_PARAMETERS": "pleasanter_parameters",
     "MAILGATE_BASE_PATH": "base_path",
@@ -369,6 +414,9 @@ _ENV = {
     "MAILGATE_MAIL_ENCODING": "mail.charset",
     "MAILGATE_MAIL_CONTENT_ENCODING": "mail.transfer_encoding",
     "MAILGATE_MESSAGE_ID_DOMAIN": "message_id_domain",
+    "MAILGATE_DKIM_DOMAIN": "dkim.domain",
+    "MAILGATE_DKIM_SELECTOR": "dkim.selector",
+    "MAILGATE_DKIM_KEY_FILE": "dkim.key_file",
 }
 
 
@@ -411,6 +459,9 @@ def _toml_values(path: Path) -> dict[str, object]:
         raise ConfigError(f"{path}: invalid TOML: {exc}") from None
     values: dict[str, object] = {}
     for key, raw in _flatten(path, document):
+        if key == "dkim":
+            values["dkim"] = _dkim_tables(path, raw)
+            continue
         target = _TOML_KEYS.get(key)
         if target is None:
             raise ConfigError(f"{path}: unknown key {key!r}")
@@ -433,12 +484,94 @@ def _flatten(path: Path, document: dict[str, Any]) -> Iterator[tuple[str, object
             raise ConfigError(f"{path}: {key!r} must be a table ([{key}])")
 
 
+def _dkim_tables(path: Path, raw: object) -> tuple[DkimKey, ...]:
+    if not isinstance(raw, list) or not all(isinstance(table, dict) for table in raw):
+        raise ConfigError(f"{path}: 'dkim' must be an array of tables ([[dkim]])")
+    keys: dict[str, DkimKey] = {}
+    for index, table in enumerate(raw):
+        where = f"{path}: dkim[{index}]"
+        for name in table:
+            if name not in _DKIM_PARTS:
+                raise ConfigError(f"{where}: unknown key {name!r}")
+        missing = [name for name in _DKIM_PARTS if name not in table]
+        if missing:
+            raise ConfigError(f"{where}: missing {', '.join(missing)}")
+        parts: dict[str, Any] = {
+            name: _FIELDS[f"dkim.{name}"].from_value(table[name], f"{where}.{name}")
+            for name in _DKIM_PARTS
+        }
+        parts["key_file"] = path.parent.absolute() / parts["key_file"]
+        key = DkimKey(**parts)
+        if key.domain in keys:
+            raise ConfigError(f"{where}.domain: {key.domain} already has a key")
+        keys[key.domain] = key
+    return tuple(keys.values())
+
+
 def _env_values(environ: Mapping[str, str]) -> dict[str, object]:
     return {
         target: _FIELDS[target].from_text(environ[name], name)
         for name, target in _ENV.items()
         if environ.get(name, "").strip()
     }
+
+
+def _merge_env_dkim(values: dict[str, Any]) -> None:
+    """The environment's one signing domain joins the TOML ones, replacing a same-domain key."""
+    parts = {name: values.pop(f"dkim.{name}") for name in _DKIM_PARTS if f"dkim.{name}" in values}
+    if not parts:
+        return
+    if len(parts) < len(_DKIM_PARTS):
+        env = {target: name for name, target in _ENV.items()}
+        given = ", ".join(env[f"dkim.{name}"] for name in parts)
+        missing = ", ".join(env[f"dkim.{name}"] for name in _DKIM_PARTS if name not in parts)
+        raise ConfigError(
+            f"{missing}: must be set too when {given} is (a DKIM key needs all three)"
+        )
+    key = DkimKey(**parts)
+    values["dkim"] = (*(k for k in values.get("dkim", ()) if k.domain != key.domain), key)
+
+
+def _check_files(settings: Settings) -> None:
+    """Fail at start, not at the first mail, on a CA or key file that cannot be used."""
+    if settings.smtp.ca_file is not None:
+        _check_ca_file(settings.smtp.ca_file)
+    for key in settings.dkim:
+        read_dkim_key(key.key_file)
+
+
+def _check_ca_file(path: Path) -> None:
+    try:
+        ssl.SSLContext(ssl.PROTOCOL_TLS_CLIENT).load_verify_locations(cafile=path)
+    except ssl.SSLError:
+        raise ConfigError(f"{path}: SMTP CA file holds no PEM certificate") from None
+    except OSError as exc:
+        raise ConfigError(f"{path}: cannot read SMTP CA file: {exc.strerror}") from None
+
+
+# Receivers (dkimpy among them) ignore signatures made with shorter RSA keys.
+_MIN_DKIM_BITS = 1024
+
+
+def read_dkim_key(path: Path) -> bytes:
+    """The PEM RSA private key in `path`, checked; errors name the file, never its content."""
+    try:
+        # dkimpy only finds the PEM body between bare-LF lines.
+        pem = path.read_bytes().replace(b"\r\n", b"\n")
+    except OSError as exc:
+        raise ConfigError(f"{path}: cannot read DKIM key file: {exc.strerror}") from None
+    try:
+        bits = dkim.crypto.parse_pem_private_key(pem)["modulus"].bit_length()
+    except Exception:
+        # Whatever the parser trips on (its messages may quote key bytes), the key is unusable.
+        raise ConfigError(
+            f"{path}: not an unencrypted RSA private key in PEM (PKCS#1 or PKCS#8)"
+        ) from None
+    if bits < _MIN_DKIM_BITS:
+        raise ConfigError(
+            f"{path}: DKIM key has {bits} bits; at least {_MIN_DKIM_BITS} needed, 2048 advised"
+        )
+    return pem
 
 
 def _build(values: dict[str, Any]) -> Settings:
@@ -452,13 +585,16 @@ def _build(values: dict[str, Any]) -> Settings:
             "transport is 'smtp' but no SMTP host is set "
             "(MAILGATE_SMTP_HOST, [smtp] host or Mail.json SmtpHost)"
         )
+    _merge_env_dkim(values)
     sections: dict[str, dict[str, Any]] = {"smtp": {}, "mail": {}, "": {}}
     for target, value in values.items():
         section, _, name = target.rpartition(".")
         sections[section][name] = value
-    return Settings(
+    settings = Settings(
         data_dir=data_dir,
         smtp=SmtpSettings(**sections["smtp"]),
         mail=MailPolicy(**sections["mail"]),
         **sections[""],
     )
+    _check_files(settings)
+    return settings

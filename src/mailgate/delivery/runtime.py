@@ -5,6 +5,7 @@ from __future__ import annotations
 from sqlalchemy.ext.asyncio import AsyncEngine
 
 from mailgate.config import Settings
+from mailgate.delivery.dkim import build_signer
 from mailgate.delivery.smtp import PoolLimits, SmtpTransport
 from mailgate.delivery.transport import CaptureTransport, Transport
 from mailgate.delivery.worker import Worker, WorkerSettings
@@ -13,7 +14,12 @@ from mailgate.store.outbox import Outbox
 
 def build_transport(settings: Settings, concurrency: int) -> Transport:
     if settings.transport == "smtp":
-        return SmtpTransport(settings.smtp, PoolLimits(max_connections=concurrency))
+        limits = PoolLimits(
+            max_connections=concurrency,
+            max_mails_per_connection=settings.smtp.max_mails_per_connection,
+            idle_timeout=settings.smtp.idle_timeout,
+        )
+        return SmtpTransport(settings.smtp, limits)
     return CaptureTransport()
 
 
@@ -29,4 +35,5 @@ def build_worker(settings: Settings, engine: AsyncEngine, concurrency: int | Non
             retry_factor=settings.retry_factor,
             retry_max_attempts=settings.retry_max_attempts,
         ),
+        signer=build_signer(settings),
     )

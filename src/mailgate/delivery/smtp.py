@@ -3,18 +3,16 @@
 from __future__ import annotations
 
 import asyncio
-import logging
+import ssl
 import time
 from dataclasses import dataclass, field
 
 import aiosmtplib
 
 from mailgate.config import SmtpSettings
-from mailgate.delivery.failures import classify
+from mailgate.delivery.failures import classify, partly_refused
 from mailgate.delivery.transport import Outcome
 from mailgate.metrics import SMTP_CONNECTIONS, SMTP_SESSIONS
-
-log = logging.getLogger("mailgate.delivery")
 
 
 @dataclass
@@ -26,6 +24,8 @@ class _Connection:
 
 @dataclass(frozen=True)
 class PoolLimits:
+    """How many connections to keep, and how long and for how many mails to reuse one."""
+
     max_connections: int = 16
     max_mails_per_connection: int = 100
     # A connection idle longer than this is checked with NOOP before reuse…
@@ -42,6 +42,8 @@ class SmtpTransport:
             raise ValueError("SMTP transport needs a relay host")
         self.settings = settings
         self.limits = limits or PoolLimits()
+        # Built once: loading the system's CA store costs tens of milliseconds per connection.
+        self._tls_context = _tls_context(settings)
         self._idle: list[_Connection] = []
         self._slots = asyncio.Semaphore(self.limits.max_connections)
         self.sessions_opened = 0
@@ -67,9 +69,15 @@ class SmtpTransport:
             timeout=self.settings.timeout,
             use_tls=use_tls,
             start_tls=start_tls,
-            validate_certs=self.settings.verify_certificate,
+            tls_context=self._tls_context,
         )
-        await client.connect()
+        try:
+            await client.connect()
+        except aiosmtplib.SMTPConnectError as error:
+            # aiosmtplib wraps a certificate refused on implicit TLS; classify() needs it bare.
+            if isinstance(error.__cause__, ssl.SSLCertVerificationError):
+                raise error.__cause__ from None
+            raise
         self.sessions_opened += 1
         SMTP_SESSIONS.inc()
         SMTP_CONNECTIONS.inc()
@@ -137,14 +145,22 @@ class SmtpTransport:
                     return classify(error)
                 conn.mails += 1
                 await self._release(conn)
-                detail = reply
-                if refused:
-                    detail += "; refused: " + "; ".join(
-                        f"<{rcpt}>: {r.code} {r.message}" for rcpt, r in refused.items()
-                    )
-                return Outcome("sent", detail)
+                return partly_refused(reply, refused)
         return Outcome("deferred", "relay closed the connection")
 
     async def close(self) -> None:
         while self._idle:
             await self._close(self._idle.pop())
+
+
+def _tls_context(settings: SmtpSettings) -> ssl.SSLContext | None:
+    """The client TLS context for STARTTLS or implicit TLS; None when TLS is never used."""
+    if settings.security == "none":
+        return None
+    context = ssl.create_default_context()
+    if settings.ca_file is not None:
+        context.load_verify_locations(cafile=settings.ca_file)
+    if not settings.verify_certificate:
+        context.check_hostname = False
+        context.verify_mode = ssl.CERT_NONE
+    return context

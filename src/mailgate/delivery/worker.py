@@ -16,7 +16,7 @@ from mailgate.delivery.transport import Outcome, Transport
 from mailgate.mail.compose import compose
 from mailgate.metrics import ATTEMPTS, DELIVERY_LATENCY, FAILURES
 from mailgate.store.db import utcnow
-from mailgate.store.outbox import ClaimedMail, Outbox
+from mailgate.store.outbox import ClaimedMail, Finished, Outbox
 
 log = logging.getLogger("mailgate.delivery")
 
@@ -60,6 +60,9 @@ class Worker:
         self._wake = asyncio.Event()
         self._stopping = asyncio.Event()
         self._inflight: dict[asyncio.Task[None], int] = {}
+        self._finished: list[tuple[Finished, asyncio.Future[None]]] = []
+        self._has_finished = asyncio.Event()
+        self._slots = asyncio.Semaphore(settings.concurrency)
 
     def wake(self) -> None:
         self._wake.set()
@@ -83,24 +86,23 @@ class Worker:
 
     async def run(self) -> None:
         renewer = asyncio.create_task(self._renew_leases())
+        recorder = asyncio.create_task(self._recorder())
         try:
             while not self._stopping.is_set():
-                free = self.settings.concurrency - len(self._inflight)
+                # Keep up to one batch waiting behind the deliveries in progress, so a slot
+                # that frees never waits for a claim, and claims come in batches, not one by one.
+                room = 2 * self.settings.concurrency - len(self._inflight)
                 claimed: list[ClaimedMail] = []
-                if free > 0:
-                    try:
-                        claimed = await self.outbox.claim(
-                            self.name, free, self.settings.lease_seconds
-                        )
-                    except Exception:
-                        log.exception("claiming mails failed; trying again")
+                try:
+                    claimed = await self.outbox.claim(self.name, room, self.settings.lease_seconds)
+                except Exception:
+                    log.exception("claiming mails failed; trying again")
                 for mail in claimed:
                     task = asyncio.create_task(self._deliver(mail))
                     self._inflight[task] = mail.id
                     task.add_done_callback(self._done)
-                if claimed and len(claimed) == free:
-                    # Full batch: more may be due; go again as soon as a slot frees.
-                    await self._wait_for_slot()
+                if claimed and len(claimed) == room:
+                    await self._wait_for_room()
                     continue
                 await self._idle()
         finally:
@@ -108,14 +110,18 @@ class Worker:
                 await self._drain()
             finally:
                 renewer.cancel()
+                recorder.cancel()
+                self.outbox.close()
 
     def _done(self, task: asyncio.Task[None]) -> None:
         self._inflight.pop(task, None)
         self._wake.set()
 
-    async def _wait_for_slot(self) -> None:
-        if len(self._inflight) >= self.settings.concurrency:
-            await asyncio.wait(list(self._inflight), return_when=asyncio.FIRST_COMPLETED)
+    async def _wait_for_room(self) -> None:
+        """Until at most `concurrency` mails are in hand: room for a whole batch."""
+        while len(self._inflight) > self.settings.concurrency and not self._stopping.is_set():
+            self._wake.clear()
+            await self._wake.wait()
 
     async def _idle(self) -> None:
         self._wake.clear()
@@ -136,18 +142,25 @@ class Worker:
             await self.outbox.release(mail_ids[task], self.name)
 
     async def _deliver(self, mail: ClaimedMail) -> None:
-        attempt = mail.attempts + 1
-        try:
-            message = await self.outbox.message(mail.id)
-            data = compose(message)
-            if self.signer is not None:
-                data = self.signer.sign(data, message.sender.address.rpartition("@")[2])
-        except Exception as error:
-            log.exception("mail %s cannot be composed", mail.id)
-            await self._record(mail, attempt, Outcome("failed", f"cannot compose: {error}"))
-            return
-        outcome = await self.transport.deliver(mail.envelope_from, mail.envelope_to, data)
-        await self._record(mail, attempt, outcome)
+        async with self._slots:
+            if self._stopping.is_set():
+                # Claimed ahead but not started: give it back rather than start now.
+                await self.outbox.release(mail.id, self.name)
+                return
+            attempt = mail.attempts + 1
+            try:
+                data = compose(mail.message)
+                if self.signer is not None:
+                    domain = mail.message.sender.address.rpartition("@")[2]
+                    data = self.signer.sign(data, domain)
+            except Exception as error:
+                log.exception("mail %s cannot be composed", mail.id)
+                await self._record(mail, attempt, Outcome("failed", f"cannot compose: {error}"))
+                return
+            outcome = await self.transport.deliver(mail.envelope_from, mail.envelope_to, data)
+            # Recorded before the slot frees: at most `concurrency` mails can ever be delivered
+            # but unrecorded, which bounds the duplicates a crash can cause.
+            await self._record(mail, attempt, outcome)
 
     async def _record(self, mail: ClaimedMail, attempt: int, outcome: Outcome) -> None:
         settings = self.settings
@@ -167,10 +180,34 @@ class Worker:
                 FAILURES.labels(cls="permanent").inc()
             else:
                 DELIVERY_LATENCY.observe((utcnow() - mail.created_at).total_seconds())
-        recorded = await self.outbox.finish(
-            mail.id, self.name, plan.status, plan.events, plan.next_attempt_at, plan.envelope_to
-        )
-        if not recorded:
-            log.warning("mail %s: lease lost before its outcome was recorded", mail.id)
-        elif plan.status not in ("sent", "captured"):
+        if plan.status not in ("sent", "captured"):
             log.info("mail %s attempt %d: %s %s", mail.id, attempt, plan.status, plan.events[-1][1])
+        finished = Finished(
+            mail.id, attempt, plan.status, plan.events, plan.next_attempt_at, plan.envelope_to
+        )
+        done = asyncio.get_running_loop().create_future()
+        self._finished.append((finished, done))
+        self._has_finished.set()
+        await done
+
+    async def _recorder(self) -> None:
+        """Group commit: every outcome that arrived meanwhile goes into one transaction.
+
+        The sooner a delivered mail is recorded, the smaller the window in which a crash
+        makes it go out twice; one commit per batch keeps that window short under load.
+        """
+        while True:
+            await self._has_finished.wait()
+            self._has_finished.clear()
+            batch, self._finished = self._finished, []
+            try:
+                lost = await self.outbox.finish(self.name, [f for f, _ in batch])
+            except Exception:
+                # The leases expire and the mails are tried again: late, perhaps twice, not lost.
+                log.exception("recording %d outcomes failed", len(batch))
+            else:
+                for mail_id in lost:
+                    log.warning("mail %s: lease lost before its outcome was recorded", mail_id)
+            for _, done in batch:
+                if not done.done():
+                    done.set_result(None)

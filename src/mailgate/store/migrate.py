@@ -9,6 +9,8 @@ from sqlalchemy import Connection, text
 from sqlalchemy.exc import DBAPIError
 from sqlalchemy.ext.asyncio import AsyncEngine
 
+from mailgate.store.db import reader
+
 if TYPE_CHECKING:
     from alembic.config import Config
 
@@ -31,7 +33,7 @@ def alembic_config(connection: Connection | None = None) -> Config:
 
 async def current_revision(engine: AsyncEngine) -> str | None:
     try:
-        async with engine.connect() as conn:
+        async with reader(engine).connect() as conn:
             result = await conn.execute(text("SELECT version_num FROM alembic_version"))
             return result.scalar_one_or_none()
     except DBAPIError:
