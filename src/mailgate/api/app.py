@@ -16,6 +16,7 @@ from mailgate.api import compat, health, reference
 from mailgate.api.state import AppState
 from mailgate.config import Settings
 from mailgate.delivery.runtime import build_worker
+from mailgate.store.acceptor import Acceptor
 from mailgate.store.db import create_engine
 
 
@@ -41,7 +42,7 @@ def create_app(settings: Settings, run_worker: bool = True) -> FastAPI:
     @contextlib.asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
         engine = create_engine(settings.database_url)
-        state = AppState(settings=settings, engine=engine)
+        state = AppState(settings=settings, engine=engine, acceptor=Acceptor(engine, settings))
         app.state.mailgate = state
         worker_task = None
         worker_engine = None
@@ -58,6 +59,7 @@ def create_app(settings: Settings, run_worker: bool = True) -> FastAPI:
                 await state.worker.transport.close()
             if worker_engine is not None:
                 await worker_engine.dispose()
+            state.acceptor.close()
             await engine.dispose()
 
     app = FastAPI(

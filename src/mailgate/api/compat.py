@@ -13,10 +13,8 @@ from sqlalchemy.exc import InterfaceError, OperationalError
 
 from mailgate.api.state import AppState
 from mailgate.core.messages import Msg, render
-from mailgate.core.send import Answer, SendCall, parse_item_id, send
+from mailgate.core.send import Answer, SendCall, parse_item_id
 from mailgate.metrics import ACCEPTED, REFUSED
-from mailgate.store.db import write_lock
-from mailgate.store.send_store import SendStore
 
 log = logging.getLogger("mailgate.api")
 
@@ -136,16 +134,8 @@ def build_router(base_path: str) -> APIRouter:
         except _TooLarge:
             return _refused(id, 413, Msg.TOO_LARGE, settings.default_language)
         call = SendCall(reference, id, body, request.headers.get("content-type"))
-        store_options = (
-            settings.mail.charset,
-            settings.mail.transfer_encoding,
-            settings.message_id_domain,
-        )
         try:
-            async with write_lock(state.engine), state.engine.begin() as conn:
-                answer = await send(
-                    call, SendStore(conn, *store_options), settings, datetime.now(UTC)
-                )
+            answer = await state.acceptor.accept(call, datetime.now(UTC))
         except (OperationalError, InterfaceError, OSError, TimeoutError) as error:
             log.error("database unavailable: %s", type(error).__name__)
             return _refused(id, 503, Msg.UNAVAILABLE, settings.default_language)

@@ -8,12 +8,14 @@ from sqlalchemy.ext.asyncio import AsyncEngine
 
 from mailgate.config import Settings
 from mailgate.delivery.worker import Worker
+from mailgate.store.acceptor import Acceptor
 
 
 @dataclass
 class AppState:
     settings: Settings
     engine: AsyncEngine
+    acceptor: Acceptor
     worker: Worker | None = None
 
     def wake_worker(self) -> None:
