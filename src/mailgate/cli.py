@@ -125,6 +125,8 @@ def _logging() -> None:
         stream=sys.stderr,
         format="%(asctime)s %(levelname)s %(name)s %(message)s",
     )
+    # Alembic narrates every plugin it loads at INFO; operators need only what changed.
+    logging.getLogger("alembic").setLevel(logging.WARNING)
 
 
 def _server_class() -> type:
