@@ -125,15 +125,6 @@ def base_env(tmp_path: Path, database_url: str, relay: Relay, **extra: str) -> d
     }
 
 
-def wait_received(relay: Relay, unique: int, limit: float) -> None:
-    deadline = time.monotonic() + limit
-    while time.monotonic() < deadline:
-        if len({r.message()["Subject"] for r in list(relay.received)}) >= unique:
-            return
-        time.sleep(0.2)
-    raise AssertionError(f"only {len(relay.received)} mails arrived")
-
-
 async def test_sigkill_mid_run_loses_nothing(
     engine: AsyncEngine, database_url: str, tmp_path: Path, relay: Relay
 ) -> None:
@@ -150,7 +141,7 @@ async def test_sigkill_mid_run_loses_nothing(
         assert 0 < at_kill < total, at_kill
         second = worker_process(env, tmp_path / "w2.log")
         try:
-            await asyncio.to_thread(wait_received, relay, total, 120)
+            await asyncio.to_thread(relay.wait_for_distinct, total, 120)
             await asyncio.sleep(1.0)
         finally:
             assert second.terminate() == 0
@@ -192,7 +183,7 @@ async def test_sigterm_finishes_in_flight_and_releases_leases(
     relay.handler.delay = 0
     again = worker_process(env, tmp_path / "w2.log")
     try:
-        await asyncio.to_thread(wait_received, relay, total, 60)
+        await asyncio.to_thread(relay.wait_for_distinct, total, 60)
     finally:
         assert again.terminate() == 0
     assert len(relay.received) == total  # nothing lost, nothing twice

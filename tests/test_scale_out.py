@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import asyncio
-import time
 from collections import Counter
 from collections.abc import Iterator
 from pathlib import Path
@@ -89,15 +88,6 @@ async def test_quota_is_exact_across_api_processes(
     assert remaining == list(range(50))
 
 
-def wait_for_unique(relay: Relay, count: int, limit: float) -> None:
-    deadline = time.monotonic() + limit
-    while time.monotonic() < deadline:
-        if len({r.message()["Subject"] for r in list(relay.received)}) >= count:
-            return
-        time.sleep(0.25)
-    raise AssertionError(f"relay has {len(relay.received)} mails, wanted {count} distinct")
-
-
 async def run_shared_queue(
     seeded: Seeded,
     database_url: str,
@@ -133,7 +123,7 @@ async def run_shared_queue(
         workers[0].kill()
     responses = await sending
     assert all(r.status_code == 200 for r in responses)
-    await asyncio.to_thread(wait_for_unique, relay, total, 180)
+    await asyncio.to_thread(relay.wait_for_distinct, total, 180)
     await asyncio.sleep(1.5)  # a late duplicate would arrive now
     for worker in workers[1:] if kill_one else workers:
         assert worker.terminate() == 0

@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 import socket
 import threading
+import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from email import policy
@@ -100,11 +101,20 @@ class Relay:
 
     def wait_for(self, count: int, timeout: float = 15.0) -> list[Received]:
         """Block until `count` messages arrived (or fail the test)."""
-        import time
-
         deadline = time.monotonic() + timeout
         while time.monotonic() < deadline:
             if len(self.handler.received) >= count:
                 return self.handler.received
             time.sleep(0.02)
         raise AssertionError(f"relay got {len(self.handler.received)} mails, expected {count}")
+
+    def wait_for_distinct(self, count: int, timeout: float) -> None:
+        """Block until `count` different Subjects arrived (duplicates are not counted)."""
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            if len({r.message()["Subject"] for r in list(self.handler.received)}) >= count:
+                return
+            time.sleep(0.2)
+        raise AssertionError(
+            f"relay has {len(self.handler.received)} mails, wanted {count} distinct"
+        )
