@@ -254,7 +254,9 @@ def test_temporary_failure_is_retried_and_permanent_is_recorded(
         "id": failed_id,
         "status": "queued",
     }
-    wait_status(env, failed_id, {"sent"})
+    resent = wait_status(env, failed_id, {"sent"})
+    assert [e["event"] for e in resent["events"]] == ["queued", "failed", "retried", "sent"]
+    assert resent["attempts"] == 1  # a fresh schedule after the manual retry
     again = mailgate("mails", "retry", str(failed_id), env=env, check=False)
     assert again.returncode != 0 and "only failed or dead" in again.stderr
 

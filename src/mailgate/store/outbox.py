@@ -299,6 +299,8 @@ async def requeue(engine: AsyncEngine, mail_id: int) -> tuple[bool, str | None]:
                 .where(outgoing_mails.c.id == mail_id, outgoing_mails.c.status.in_(RETRYABLE))
                 .values(
                     status="queued",
+                    # A manual retry starts a fresh schedule; the events keep the old attempts.
+                    attempts=0,
                     next_attempt_at=now,
                     locked_by=None,
                     locked_until=None,
