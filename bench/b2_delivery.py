@@ -85,9 +85,20 @@ def mailgate_run(
     }
 
 
-def start_ready(ws: Workspace, name: str, sink_port: int, **env: str) -> tuple[Mailgate, str]:
-    proc, url = start_serve(ws, name, smtp_port=sink_port, **env)
-    return proc, url
+def start_pair(
+    ctx: Context, tag: str, sink_port: int
+) -> tuple[tuple[Mailgate, str, Account], tuple[Mailgate, str, Account]]:
+    """A pooled `serve` and a one-connection-per-mail `serve` (reference c), each on its own
+    database and provisioned, both answering /healthz."""
+    started = []
+    for name, env in ((tag, pool_env(ctx)), (tag + "c", ONE_AT_A_TIME)):
+        ws = Workspace.sqlite(ctx.work, name)
+        account = provision(ws.database_url)
+        proc, url = start_serve(ws, f"{name}-serve", smtp_port=sink_port, **env)
+        started.append((proc, url, account))
+    for proc, url, _ in started:
+        wait_http(url + "/healthz", proc, max(20.0, ctx.bound(60)))
+    return started[0], started[1]
 
 
 def reference_a(ctx: Context, sink: Sink, mails: int, size: int) -> dict[str, Any]:
@@ -151,12 +162,7 @@ def run_b2(ctx: Context) -> None:
     sink = fast_sink()
     if sink.kind != "smtp-sink":
         ctx.note("smtp-sink not installed: B2 uses the Python sink (bench.pysink), itself a limit")
-    ws, ws_c = Workspace.sqlite(ctx.work, "b2"), Workspace.sqlite(ctx.work, "b2c")
-    account, account_c = provision(ws.database_url), provision(ws_c.database_url)
-    main, url = start_ready(ws, "b2-serve", sink.port, **pool_env(ctx))
-    slow, url_c = start_ready(ws_c, "b2c-serve", sink.port, **ONE_AT_A_TIME)
-    wait_http(url + "/healthz", main, max(20.0, ctx.bound(60)))
-    wait_http(url_c + "/healthz", slow, max(20.0, ctx.bound(60)))
+    (main, url, account), (slow, url_c, account_c) = start_pair(ctx, "b2", sink.port)
     for u, acc in ((url, account), (url_c, account_c)):
         check_send(u, acc, mail_json(acc.api_key, 100), ctx.bound(30))
     sink.wait_for(2, ctx.bound(30))
@@ -261,12 +267,7 @@ def profile_delivery(ctx: Context, sink: Sink, proc: Mailgate, url: str, account
 def run_b2w(ctx: Context) -> None:
     s = ctx.sizes
     sink = PythonSink(delay=s.b2w_delay).start()
-    ws, ws_c = Workspace.sqlite(ctx.work, "b2w"), Workspace.sqlite(ctx.work, "b2wc")
-    account, account_c = provision(ws.database_url), provision(ws_c.database_url)
-    main, url = start_ready(ws, "b2w-serve", sink.port, **pool_env(ctx))
-    slow, url_c = start_ready(ws_c, "b2wc-serve", sink.port, **ONE_AT_A_TIME)
-    wait_http(url + "/healthz", main, max(20.0, ctx.bound(60)))
-    wait_http(url_c + "/healthz", slow, max(20.0, ctx.bound(60)))
+    (main, url, account), (slow, url_c, account_c) = start_pair(ctx, "b2w", sink.port)
     result = mailgate_run(
         ctx, sink, url, account, s.b2w_mails, s.b2_body, s.b2_connections, s.b2w_timeout, [main]
     )
