@@ -5,9 +5,14 @@ from __future__ import annotations
 import dataclasses
 import email
 import email.policy
+import hashlib
 import os
+import random
 import re
+from collections.abc import Callable
 from datetime import datetime, timedelta, timezone
+from email.charset import Charset
+from email.header import Header
 from email.message import EmailMessage
 from email.utils import parsedate_to_datetime
 from typing import Any
@@ -15,7 +20,16 @@ from typing import Any
 import pytest
 
 from mailgate.mail.addresses import Mailbox
-from mailgate.mail.compose import Attachment, Message, compose, new_message_id
+from mailgate.mail.compose import (
+    _HEADER_CHARSETS,
+    Attachment,
+    Message,
+    _compose_fast,
+    _compose_stdlib,
+    _encoded_words,
+    compose,
+    new_message_id,
+)
 
 JST = timezone(timedelta(hours=9))
 JAPANESE_SUBJECT = (
@@ -372,3 +386,198 @@ def test_new_message_id() -> None:
     first, second = new_message_id("mailgate.local"), new_message_id("mailgate.local")
     assert re.fullmatch(r"<[0-9a-f]{32}@mailgate\.local>", first)
     assert first != second
+
+
+# The fast composer against the stdlib one: a deterministic corpus of generated messages.
+
+ASCII_WORDS = ["Hello", "invoice", "Re:", "a,b", "(note)", "x" * 90, "=?utf-8?b?eA==?=", "tab\tx"]
+TEXTS = {
+    "ascii": "The quick brown fox jumps over the lazy dog, again and again. ",
+    "japanese": "山田様、いつもお世話になっております。見積書をお送りします。全角　空白",
+    "not-jis": "半角ｶﾀｶﾅ 丸数字① 波ダッシュ～",
+    "emoji": "絵文字😀🎉👍🏽 ok",
+    "latin": "Café crème brûlée, naïve façade: ñ ü ß Ωμέγα Привет ",
+    "separators": "form\x0cfeed vtab\x0b nel\x85 ls\u2028ps\u2029 fs\x1c",
+}
+CONTENT_TYPES = [
+    "",
+    "application/pdf",
+    "text/plain",
+    "image/PNG",
+    "application/vnd.openxmlformats-officedocument.spreadsheetml.sheet",
+    "multipart/mixed",
+    "Message/rfc822",
+    "x" * 64 + "/y",
+    "x/" + "y" * 300,
+]
+UNUSUAL_CONTENT_TYPES = ["x" * 65 + "/y", "text/csv; charset=shift_jis", "not a type", "a/b "]
+FILE_NAMES = [
+    "",
+    "report.pdf",
+    "my report (final) v2, 50% off & more [1].pdf",
+    " spaces around ",
+    "a'b.txt",
+    "見積書.pdf",
+    "見積書　2024年5月分（修正版）.xlsx",
+    "長い名前" * 20 + ".txt",
+    "emoji 😀.png",
+    'quote " in a non-ASCII name 名.txt',
+    "ctrl\x7f\x85\u2028 名.txt",
+]
+UNUSUAL_FILE_NAMES = ['quote ".txt', "back\\slash.txt", "=?utf-8?q?x?=.txt", "tab\t.txt"]
+
+
+def random_text(rnd: random.Random, scripts: list[str], max_length: int) -> str:
+    """Pieces of TEXTS in the given scripts and ASCII words, joined by one or two spaces."""
+    pieces = []
+    for _ in range(rnd.randint(1, 6)):
+        if rnd.random() < 0.3:
+            pieces.append(rnd.choice(ASCII_WORDS))
+        else:
+            text = TEXTS[rnd.choice(scripts)]
+            start = rnd.randrange(len(text))
+            pieces.append(text[start : start + rnd.randint(1, 40)])
+    return rnd.choice([" ", "  "]).join(pieces)[:max_length]
+
+
+def random_body(rnd: random.Random, scripts: list[str]) -> str:
+    lines = []
+    for _ in range(rnd.choice([0, 1, 2, 5, 20, 60])):
+        kind = rnd.random()
+        if kind < 0.1:
+            line = "y" * rnd.choice([75, 76, 77, 78, 79, 998, 999, 1500])
+        elif kind < 0.2:
+            line = rnd.choice(["", ".", "..dots", "From me", "a=b", "=", "--=_"])
+            line += rnd.choice(["", " ", "\t", "  \t"])
+        else:
+            line = random_text(rnd, scripts, 200) + rnd.choice(["", "", " ", "\t", "="])
+        lines.append(line + rnd.choice(["\n", "\n", "\r\n", "\r"]))
+    body = "".join(lines)
+    return body[:-1] if body and rnd.random() < 0.2 else body
+
+
+def random_mailbox(rnd: random.Random, scripts: list[str], index: int, local: str = "") -> Mailbox:
+    name = rnd.choice(["", "", "Jane Doe", "Doe, Jane", 'Jane "JD" Doe', "a\\b", "x" * 80])
+    if rnd.random() < 0.4:
+        name = random_text(rnd, scripts, 60)
+    domain = rnd.choice(["example.com", "sub.example.co.jp", "例え.jp", "[192.0.2.1]"])
+    local = local or rnd.choice([f"user{index}", "x.y+tag", '"john doe"'])
+    return Mailbox(name, f"{local}@{domain}")
+
+
+def random_message(rnd: random.Random, index: int) -> tuple[Message, bool]:
+    """A message and whether the fast composer must take it."""
+    common = True
+    scripts = rnd.choice([["ascii"], ["ascii", "japanese"], ["japanese"], list(TEXTS)])
+    attachments = []
+    for _ in range(rnd.choice([0, 0, 1, 1, 3])):
+        name = rnd.choice(FILE_NAMES)
+        content_type = rnd.choice(CONTENT_TYPES)
+        if rnd.random() < 0.1:
+            name, common = rnd.choice(UNUSUAL_FILE_NAMES), False
+        if rnd.random() < 0.1:
+            content_type, common = rnd.choice(UNUSUAL_CONTENT_TYPES), False
+        size = rnd.choice([0, 1, 2, 3, 56, 57, 58, 114, rnd.randrange(5000)])
+        attachments.append(Attachment(name, content_type, rnd.randbytes(size)))
+    sender = random_mailbox(rnd, scripts, index)
+    if rnd.random() < 0.05:
+        # A non-ASCII local part makes the stdlib write headers (file names too) as RFC 6532.
+        sender = random_mailbox(rnd, scripts, index, local="山田")
+        common = common and not attachments
+    message_id = f"<{rnd.getrandbits(64):x}@mailgate.local>"
+    body = random_body(rnd, scripts)
+    if attachments and rnd.random() < 0.1:
+        body += f"--=_{hashlib.sha256(message_id.encode()).hexdigest()[:40]}\n"
+    message = Message(
+        message_id=message_id,
+        date=datetime(
+            2024, 5, 1, 9, 30, tzinfo=timezone(timedelta(minutes=rnd.randint(-720, 840)))
+        ),
+        sender=sender,
+        to=[random_mailbox(rnd, scripts, n) for n in range(rnd.choice([0, 1, 1, 2, 30]))],
+        cc=[random_mailbox(rnd, scripts, n) for n in range(rnd.choice([0, 0, 1, 3]))],
+        subject=rnd.choice(
+            ["", "Hello", " ".join(ASCII_WORDS[:4] * 6), random_text(rnd, scripts, 200)]
+        ),
+        body=body,
+        attachments=attachments,
+        charset=rnd.choice(["utf-8", "UTF-8", "iso-2022-jp", "ISO-2022-JP"]),
+        transfer_encoding=rnd.choice(
+            [None, "7bit", "8bit", "quoted-printable", "base64", "BASE64"]
+        ),
+    )
+    return message, common
+
+
+def test_fast_composer_gives_the_stdlib_composers_bytes() -> None:
+    """The stdlib composer is the reference: every message must come out byte for byte the same.
+
+    The common shapes must also really take the fast path, and only the unusual ones fall back.
+    """
+    rnd = random.Random(20240501)
+    fast_count = 0
+    for index in range(400):
+        message, common = random_message(rnd, index)
+        assert compose(message) == _compose_stdlib(message), message
+        assert (_compose_fast(message) is not None) == common, message
+        fast_count += common
+    assert fast_count > 300
+
+
+def test_file_names_and_types_of_every_length_match_the_stdlib() -> None:
+    """Around every folding threshold: one line, a line of its own, RFC 2231 sections."""
+    ascii_names = [piece * length for length in range(1, 130) for piece in ("a", "a b")]
+    # Every percent-encoded length: "名" adds 9 characters, each "a" one.
+    encoded_names = ["a" * extra + "名" * length for length in range(40) for extra in range(12)]
+    names = ascii_names + encoded_names + ["😀" * length for length in range(1, 40)]
+    types = [f"{'m' * length}/s" for length in range(1, 65)] + [
+        f"a/{'s' * n}" for n in range(1, 130)
+    ]
+    attachments = [Attachment(name, "", b"x" * len(name)) for name in names]
+    attachments += [Attachment("f", content_type, b"") for content_type in types]
+    message = make(attachments=attachments)
+    assert _compose_fast(message) is not None
+    assert compose(message) == _compose_stdlib(message)
+
+
+@pytest.mark.parametrize(
+    ("changes", "reason"),
+    [
+        ({"attachments": [Attachment('a".txt', "", b"")]}, "quoted name"),
+        ({"attachments": [Attachment("a", "text/csv; charset=x", b"")]}, "type parameters"),
+        ({"attachments": [Attachment("a", "m" * 65 + "/s", b"")]}, "long main type"),
+        (
+            {"to": [Mailbox("", "山田@example.jp")], "attachments": [Attachment("a", "", b"")]},
+            "RFC 6532 with attachments",
+        ),
+    ],
+)
+def test_unusual_shapes_fall_back_to_the_stdlib(changes: dict[str, object], reason: str) -> None:
+    message = make(**changes)
+    assert _compose_fast(message) is None, reason
+    assert compose(message) == _compose_stdlib(message)
+
+
+def test_encoded_words_match_email_header() -> None:
+    """email.header.Header is the reference for the words of a non-ASCII name or subject."""
+    rnd = random.Random(7)
+    texts = [random_text(rnd, list(TEXTS), rnd.choice([20, 80, 300])) for _ in range(400)]
+    texts += ["", " ", "a\u2028", "a\x0cb", "\udc80", "lone \udc80 surrogate", "全角　空白"]
+    for text in texts:
+        for name, charset in _HEADER_CHARSETS.items():
+            for header in ("From", "To", "Subject"):
+                expected = outcome(header_words, text, charset, header)
+                assert outcome(_encoded_words, text, charset, header) == expected, (text, name)
+
+
+def header_words(text: str, charset: Charset, header: str) -> list[str]:
+    """The words email.header.Header writes for text."""
+    return Header(text, charset, header_name=header).encode(maxlinelen=78).split()
+
+
+def outcome(function: Callable[..., object], *args: object) -> object:
+    """What the call returns, or the type of what it raises."""
+    try:
+        return function(*args)
+    except Exception as error:
+        return type(error)
