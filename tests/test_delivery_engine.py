@@ -128,7 +128,7 @@ def base_env(tmp_path: Path, database_url: str, relay: Relay, **extra: str) -> d
 async def test_sigkill_mid_run_loses_nothing(
     engine: AsyncEngine, database_url: str, tmp_path: Path, relay: Relay
 ) -> None:
-    total = 2000
+    total = 5000
     await enqueue_mails(engine, total)
     env = base_env(tmp_path, database_url, relay, MAILGATE_LEASE_SECONDS="3")
     first = worker_process(env, tmp_path / "w1.log")
@@ -141,7 +141,7 @@ async def test_sigkill_mid_run_loses_nothing(
         assert 0 < at_kill < total, at_kill
         second = worker_process(env, tmp_path / "w2.log")
         try:
-            await asyncio.to_thread(relay.wait_for_distinct, total, 120)
+            await asyncio.to_thread(relay.wait_for_distinct, total, 180)
             await asyncio.sleep(1.0)
         finally:
             assert second.terminate() == 0
@@ -150,10 +150,12 @@ async def test_sigkill_mid_run_loses_nothing(
     subjects = Counter(r.message()["Subject"] for r in relay.received)
     duplicates = sum(subjects.values()) - len(subjects)
     print(f"SIGKILL after {at_kill} of {total} mails: {duplicates} duplicates at the relay")
+
     assert len(subjects) == total
-    # A crash can only duplicate mails the relay took but the worker had not yet recorded,
-    # and a worker holds at most `concurrency` (16) mails between those two points.
-    assert duplicates <= 16
+    # A crash can only duplicate mails the relay took but the worker had not yet recorded
+    # (never more than its concurrency, 16); the outcome is recorded as the reply is read,
+    # so the bound holds: at most 0.1% of the run.
+    assert duplicates <= total // 1000
     assert await statuses(engine) == {"sent": total}
 
 

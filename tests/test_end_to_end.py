@@ -270,6 +270,7 @@ def test_operations_endpoints(
     metrics = httpx.get(server.url + "/metrics")
     assert metrics.status_code == 200
     assert 'mailgate_queue_depth{status="queued"}' in metrics.text
+    assert "mailgate_delivery_concurrency_limit 16.0" in metrics.text
     spec = httpx.get(server.url + "/openapi.json").json()
     assert "/api/{reference}/{id}/OutgoingMails/Send" in spec["paths"]
     assert httpx.get(server.url + "/docs").status_code == 200

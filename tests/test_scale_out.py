@@ -158,9 +158,9 @@ async def test_worker_killed_mid_run_loses_nothing(
         seeded, database_url, tmp_path, processes, relay, 5000, kill_one=True
     )
     print(f"one of three workers SIGKILLed mid-run of 5000: {duplicates} duplicates")
-    # Only mails the killed worker had delivered but not yet recorded can repeat: at most
-    # its concurrency (16).
-    assert duplicates <= 16
+    # Only mails the killed worker had delivered but not yet recorded can repeat (never more
+    # than its concurrency, 16); the bound is 0.1% of the run.
+    assert duplicates <= 5000 // 1000
 
 
 def schema_of(url: str) -> dict[str, object]:

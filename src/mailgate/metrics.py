@@ -19,3 +19,7 @@ QUEUE_DEPTH = Gauge("mailgate_queue_depth", "Outgoing mails by status", ["status
 OLDEST_DUE_AGE = Gauge("mailgate_oldest_due_age_seconds", "Age of the oldest mail waiting now")
 SMTP_CONNECTIONS = Gauge("mailgate_smtp_connections_open", "Open SMTP connections to the relay")
 SMTP_SESSIONS = Counter("mailgate_smtp_sessions_total", "SMTP sessions opened to the relay")
+DELIVERY_LIMIT = Gauge(
+    "mailgate_delivery_concurrency_limit",
+    "Deliveries allowed at once now (below the setting while deliveries only queue)",
+)

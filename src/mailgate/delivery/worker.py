@@ -8,9 +8,11 @@ import logging
 import os
 import secrets
 import socket
+import time
 from dataclasses import dataclass
 from typing import Protocol
 
+from mailgate.delivery.admission import AdmissionLimit
 from mailgate.delivery.failures import plan_next
 from mailgate.delivery.transport import Outcome, Transport
 from mailgate.mail.compose import compose
@@ -62,7 +64,7 @@ class Worker:
         self._inflight: dict[asyncio.Task[None], int] = {}
         self._finished: list[tuple[Finished, asyncio.Future[None]]] = []
         self._has_finished = asyncio.Event()
-        self._slots = asyncio.Semaphore(settings.concurrency)
+        self.admission = AdmissionLimit(settings.concurrency)
 
     def wake(self) -> None:
         self._wake.set()
@@ -84,14 +86,27 @@ class Worker:
                 except Exception:
                     log.exception("renewing leases failed; trying again")
 
+    async def _checkpoints(self) -> None:
+        # This worker's commits leave the WAL to grow; it is folded back in a thread.
+        while True:
+            await asyncio.sleep(1.0)
+            try:
+                await self.outbox.checkpoint()
+            except Exception:
+                log.exception("checkpointing the database failed; trying again")
+
     async def run(self) -> None:
         renewer = asyncio.create_task(self._renew_leases())
+        checkpointer = asyncio.create_task(self._checkpoints())
         recorder = asyncio.create_task(self._recorder())
         try:
             while not self._stopping.is_set():
                 # Keep up to one batch waiting behind the deliveries in progress, so a slot
                 # that frees never waits for a claim, and claims come in batches, not one by one.
-                room = 2 * self.settings.concurrency - len(self._inflight)
+                room = 2 * self.admission.limit - len(self._inflight)
+                if room <= 0:
+                    await self._wait_for_room()
+                    continue
                 claimed: list[ClaimedMail] = []
                 try:
                     claimed = await self.outbox.claim(self.name, room, self.settings.lease_seconds)
@@ -110,6 +125,7 @@ class Worker:
                 await self._drain()
             finally:
                 renewer.cancel()
+                checkpointer.cancel()
                 recorder.cancel()
                 self.outbox.close()
 
@@ -118,8 +134,8 @@ class Worker:
         self._wake.set()
 
     async def _wait_for_room(self) -> None:
-        """Until at most `concurrency` mails are in hand: room for a whole batch."""
-        while len(self._inflight) > self.settings.concurrency and not self._stopping.is_set():
+        """Until at most `limit` mails are in hand: room for a whole batch."""
+        while len(self._inflight) > self.admission.limit and not self._stopping.is_set():
             self._wake.clear()
             await self._wake.wait()
 
@@ -142,7 +158,7 @@ class Worker:
             await self.outbox.release(mail_ids[task], self.name)
 
     async def _deliver(self, mail: ClaimedMail) -> None:
-        async with self._slots:
+        async with self.admission:
             if self._stopping.is_set():
                 # Claimed ahead but not started: give it back rather than start now.
                 await self.outbox.release(mail.id, self.name)
@@ -157,7 +173,10 @@ class Worker:
                 log.exception("mail %s cannot be composed", mail.id)
                 await self._record(mail, attempt, Outcome("failed", f"cannot compose: {error}"))
                 return
+            started = time.monotonic()
             outcome = await self.transport.deliver(mail.envelope_from, mail.envelope_to, data)
+            if outcome.status == "sent":
+                self.admission.observe(time.monotonic() - started)
             # Recorded before the slot frees: at most `concurrency` mails can ever be delivered
             # but unrecorded, which bounds the duplicates a crash can cause.
             await self._record(mail, attempt, outcome)
@@ -185,13 +204,21 @@ class Worker:
         finished = Finished(
             mail.id, attempt, plan.status, plan.events, plan.next_attempt_at, plan.envelope_to
         )
+        try:
+            lost = self.outbox.finish_now(self.name, [finished])
+        except Exception:
+            log.exception("recording the outcome of mail %s failed", mail.id)
+            return
+        if lost is not None:
+            _warn_lost(lost)
+            return
         done = asyncio.get_running_loop().create_future()
         self._finished.append((finished, done))
         self._has_finished.set()
         await done
 
     async def _recorder(self) -> None:
-        """Group commit: every outcome that arrived meanwhile goes into one transaction.
+        """Group commit of outcomes that cannot be recorded at once (PostgreSQL, a busy lock).
 
         The sooner a delivered mail is recorded, the smaller the window in which a crash
         makes it go out twice; one commit per batch keeps that window short under load.
@@ -200,14 +227,26 @@ class Worker:
             await self._has_finished.wait()
             self._has_finished.clear()
             batch, self._finished = self._finished, []
+            results = [f for f, _ in batch]
             try:
-                lost = await self.outbox.finish(self.name, [f for f, _ in batch])
+                try:
+                    lost = await self.outbox.finish(self.name, results)
+                except Exception as error:
+                    # Once more, on a fresh connection: the database may have dropped this one.
+                    log.warning(
+                        "recording %d outcomes failed (%s); trying again", len(batch), error
+                    )
+                    lost = await self.outbox.finish(self.name, results)
             except Exception:
                 # The leases expire and the mails are tried again: late, perhaps twice, not lost.
                 log.exception("recording %d outcomes failed", len(batch))
             else:
-                for mail_id in lost:
-                    log.warning("mail %s: lease lost before its outcome was recorded", mail_id)
+                _warn_lost(lost)
             for _, done in batch:
                 if not done.done():
                     done.set_result(None)
+
+
+def _warn_lost(mail_ids: list[int]) -> None:
+    for mail_id in mail_ids:
+        log.warning("mail %s: lease lost before its outcome was recorded", mail_id)

@@ -2,18 +2,26 @@
 
 from __future__ import annotations
 
+import asyncio
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from typing import Any, TypeVar
 
 import orjson
-from sqlalchemy import Connection, Engine, bindparam, func, insert, select, update
+from sqlalchemy import Connection, Engine, bindparam, func, insert, select, text, update
 from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
 
 from mailgate.mail.addresses import Mailbox
 from mailgate.mail.compose import Attachment, Message
-from mailgate.store.db import reader, sync_sqlite_engine, utcnow, write_lock
+from mailgate.store.db import (
+    checkpoint,
+    reader,
+    sync_sqlite_engine,
+    utcnow,
+    write_lock,
+    write_lock_held,
+)
 from mailgate.store.schema import mail_attachments, mail_events, outgoing_mails
 
 T = TypeVar("T")
@@ -86,6 +94,29 @@ def _attachments(conn: Connection, mail_ids: Sequence[int]) -> dict[int, list[At
     return found
 
 
+_CLAIM_COLUMNS = (
+    *_MESSAGE_COLUMNS,
+    outgoing_mails.c.attempts,
+    outgoing_mails.c.envelope_from,
+    outgoing_mails.c.envelope_to,
+)
+
+
+def _claimed(conn: Connection, rows: Sequence[Any]) -> list[ClaimedMail]:
+    files = _attachments(conn, [r.id for r in rows]) if rows else {}
+    return [
+        ClaimedMail(
+            r.id,
+            r.attempts,
+            r.envelope_from,
+            orjson.loads(r.envelope_to),
+            r.created_at,
+            _message(r, files.get(r.id, ())),
+        )
+        for r in sorted(rows, key=lambda r: r.id)
+    ]
+
+
 @dataclass(frozen=True, slots=True)
 class Finished:
     """One attempt's result: the mail's new status and the events that explain it."""
@@ -135,6 +166,87 @@ def _finish_params(result: Finished, now: datetime, worker: str) -> dict[str, An
     }
 
 
+_PG_FINISH = text(
+    """
+    WITH v AS (
+        SELECT * FROM unnest(
+            CAST(:ids AS BIGINT[]), CAST(:statuses AS VARCHAR[]), CAST(:attempts AS INTEGER[]),
+            CAST(:nexts AS TIMESTAMP[]), CAST(:errors AS TEXT[]), CAST(:sents AS TIMESTAMP[]),
+            CAST(:envelopes AS TEXT[])
+        ) AS v(id, status, attempt, next_at, error, sent, envelope)
+    ), done AS (
+        UPDATE outgoing_mails AS m SET
+            status = v.status, attempts = v.attempt, locked_by = NULL, locked_until = NULL,
+            next_attempt_at = v.next_at, last_error = v.error, updated_at = :now,
+            sent_at = COALESCE(m.sent_at, v.sent), envelope_to = COALESCE(v.envelope, m.envelope_to)
+        FROM v
+        WHERE m.id = v.id AND m.locked_by = :worker
+        RETURNING m.id
+    ), events AS (
+        INSERT INTO mail_events (mail_id, at, event, attempt, detail)
+        SELECT e.mail_id, :now, e.event, e.attempt, e.detail
+        FROM unnest(
+            CAST(:e_ids AS BIGINT[]), CAST(:e_events AS VARCHAR[]),
+            CAST(:e_attempts AS INTEGER[]), CAST(:e_details AS TEXT[])
+        ) WITH ORDINALITY AS e(mail_id, event, attempt, detail, position)
+        WHERE e.mail_id IN (SELECT id FROM done)
+        ORDER BY e.position
+    )
+    SELECT id FROM done
+    """
+)
+
+
+def _pg_finish_params(results: Sequence[Finished], worker: str) -> dict[str, Any]:
+    """`_finish_params` as one array per column, for `_PG_FINISH`."""
+    now = utcnow()
+    rows = [_finish_params(r, now, worker) for r in results]
+    events = [(r.mail_id, e, r.attempt, d) for r in results for e, d in r.events]
+    return {
+        "now": now,
+        "worker": worker,
+        "ids": [row["b_id"] for row in rows],
+        "statuses": [row["b_status"] for row in rows],
+        "attempts": [row["b_attempt"] for row in rows],
+        "nexts": [row["b_next"] for row in rows],
+        "errors": [row["b_error"] for row in rows],
+        "sents": [row["b_sent"] for row in rows],
+        "envelopes": [row["b_envelope"] for row in rows],
+        "e_ids": [event[0] for event in events],
+        "e_events": [event[1] for event in events],
+        "e_attempts": [event[2] for event in events],
+        "e_details": [event[3] for event in events],
+    }
+
+
+def _finish(conn: Connection, worker: str, results: Sequence[Finished]) -> list[int]:
+    now = utcnow()
+    ids = [result.mail_id for result in results]
+    # One statement in the usual case: every lease still ours. Only when some update
+    # missed do we look up which, to keep their events out of the history.
+    updated = conn.execute(_FINISH, [_finish_params(r, now, worker) for r in results])
+    owned = set(ids)
+    if updated.rowcount != len(results):
+        owned = set(
+            conn.execute(
+                select(outgoing_mails.c.id).where(
+                    outgoing_mails.c.id.in_(ids),
+                    outgoing_mails.c.updated_at == now,
+                    outgoing_mails.c.locked_by.is_(None),
+                )
+            ).scalars()
+        )
+    events = [
+        {"mail_id": r.mail_id, "at": now, "event": e, "attempt": r.attempt, "detail": d}
+        for r in results
+        if r.mail_id in owned
+        for e, d in r.events
+    ]
+    if events:
+        conn.execute(insert(mail_events), events)
+    return [mail_id for mail_id in ids if mail_id not in owned]
+
+
 class Outbox:
     """Delivery-side operations on the outgoing_mails table.
 
@@ -146,7 +258,7 @@ class Outbox:
 
     def __init__(self, engine: AsyncEngine) -> None:
         self.engine = engine
-        self._sync: Engine | None = sync_sqlite_engine(engine)
+        self._sync: Engine | None = sync_sqlite_engine(engine, checkpoints=False)
 
     async def _write(self, work: Callable[[Connection], T]) -> T:
         # The in-process lock matters doubly here: a blocking write must never wait on an
@@ -159,7 +271,7 @@ class Outbox:
                 return await conn.run_sync(work)
 
     async def claim(self, worker: str, limit: int, lease: float) -> list[ClaimedMail]:
-        """Lease up to `limit` due mails to `worker`, with their content, in one transaction."""
+        """Lease up to `limit` due mails to `worker`, with their content."""
         now = utcnow()
         until = now + timedelta(seconds=lease)
         due = (
@@ -174,66 +286,50 @@ class Outbox:
         )
         # Pushing next_attempt_at to the lease's end hides the mail from other claims until
         # then, so the due index never has to skip over mails in flight.
-        stmt = (
+        lease_them = (
             update(outgoing_mails)
             .where(outgoing_mails.c.id.in_(due.scalar_subquery()))
             .values(locked_by=worker, locked_until=until, next_attempt_at=until, updated_at=now)
-            .returning(
-                *_MESSAGE_COLUMNS,
-                outgoing_mails.c.attempts,
-                outgoing_mails.c.envelope_from,
-                outgoing_mails.c.envelope_to,
-            )
         )
-
-        def work(conn: Connection) -> list[ClaimedMail]:
-            rows = conn.execute(stmt).all()
-            files = _attachments(conn, [r.id for r in rows]) if rows else {}
-            return [
-                ClaimedMail(
-                    r.id,
-                    r.attempts,
-                    r.envelope_from,
-                    orjson.loads(r.envelope_to),
-                    r.created_at,
-                    _message(r, files.get(r.id, ())),
-                )
-                for r in rows
-            ]
-
-        return await self._write(work)
+        if self._sync is None:
+            # PostgreSQL: lease and read in one round trip; the loop is free meanwhile.
+            stmt = lease_them.returning(*_CLAIM_COLUMNS)
+            return await self._write(lambda conn: _claimed(conn, conn.execute(stmt).all()))
+        # SQLite: the blocking write only leases; the content is read by the reader's thread.
+        # Replies that arrive meanwhile get recorded at once rather than after a long write.
+        leased = lease_them.returning(outgoing_mails.c.id)
+        ids = await self._write(lambda conn: conn.execute(leased).scalars().all())
+        if not ids:
+            return []
+        content = select(*_CLAIM_COLUMNS).where(outgoing_mails.c.id.in_(ids))
+        async with reader(self.engine).connect() as conn:
+            return await conn.run_sync(lambda c: _claimed(c, c.execute(content).all()))
 
     async def finish(self, worker: str, results: Sequence[Finished]) -> list[int]:
         """Record outcomes in one transaction (group commit); returns ids whose lease was lost."""
-        now = utcnow()
-        ids = [result.mail_id for result in results]
+        if self._sync is not None:
+            return await self._write(lambda conn: _finish(conn, worker, results))
+        # PostgreSQL: one statement, so one round trip instead of four (BEGIN, UPDATE, INSERT,
+        # COMMIT), each of which waits for the busy loop to read its answer; every one of
+        # them widens the window in which a crash sends a delivered mail again.
+        async with self.engine.connect() as conn:
+            conn = await conn.execution_options(isolation_level="AUTOCOMMIT")
+            owned = set(
+                (await conn.execute(_PG_FINISH, _pg_finish_params(results, worker))).scalars()
+            )
+        return [result.mail_id for result in results if result.mail_id not in owned]
 
-        def work(conn: Connection) -> list[int]:
-            # One statement in the usual case: every lease still ours. Only when some update
-            # missed do we look up which, to keep their events out of the history.
-            updated = conn.execute(_FINISH, [_finish_params(r, now, worker) for r in results])
-            owned = set(ids)
-            if updated.rowcount != len(results):
-                owned = set(
-                    conn.execute(
-                        select(outgoing_mails.c.id).where(
-                            outgoing_mails.c.id.in_(ids),
-                            outgoing_mails.c.updated_at == now,
-                            outgoing_mails.c.locked_by.is_(None),
-                        )
-                    ).scalars()
-                )
-            events = [
-                {"mail_id": r.mail_id, "at": now, "event": e, "attempt": r.attempt, "detail": d}
-                for r in results
-                if r.mail_id in owned
-                for e, d in r.events
-            ]
-            if events:
-                conn.execute(insert(mail_events), events)
-            return [mail_id for mail_id in ids if mail_id not in owned]
+    def finish_now(self, worker: str, results: Sequence[Finished]) -> list[int] | None:
+        """`finish` without yielding to the event loop, or None when that cannot be done.
 
-        return await self._write(work)
+        On SQLite, while no writer of this loop holds the lock, the outcome is committed in
+        the same loop step that read the relay's reply: nothing else runs in between, so a
+        crash finds almost no delivered-but-unrecorded mail to send twice.
+        """
+        if self._sync is None or write_lock_held(self.engine):
+            return None
+        with self._sync.begin() as conn:
+            return _finish(conn, worker, results)
 
     async def extend(self, worker: str, mail_ids: Sequence[int], lease: float) -> None:
         """Renew the lease on mails still in flight, so a slow delivery is not taken over."""
@@ -255,6 +351,11 @@ class Outbox:
             .values(locked_by=None, locked_until=None, next_attempt_at=now, updated_at=now)
         )
         await self._write(lambda conn: conn.execute(stmt))
+
+    async def checkpoint(self) -> None:
+        """On SQLite, move the WAL into the database file in a thread, off the event loop."""
+        if self._sync is not None and self.engine.url.database:
+            await asyncio.to_thread(checkpoint, self.engine.url.database)
 
     def close(self) -> None:
         if self._sync is not None:
