@@ -36,6 +36,7 @@ class Sizes:
     b5_seconds: float = 30
     b6_b1_seconds: float = 10
     b6_mails: int = 10_000
+    b6_drain: int = 6_000  # mails queued through HTTP, then drained by 1 and by 2 workers
     profile_seconds: float = 8
     profile_mails: int = 3_000
     budget_seconds: float = 570  # the whole run stays under 10 minutes
@@ -64,6 +65,7 @@ SMOKE = Sizes(
     b5_seconds=10,
     b6_b1_seconds=1.0,
     b6_mails=30,
+    b6_drain=30,
     profile_seconds=0,
     profile_mails=0,
     budget_seconds=42,
