@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import os
 import signal
 import subprocess
@@ -73,13 +74,17 @@ class MailgateProcess:
                 stdout=out,
                 stderr=subprocess.STDOUT,
                 stdin=subprocess.DEVNULL,
+                # Its own process group: `serve --workers N` forks HTTP workers, and a SIGKILL
+                # must reach them too, or they outlive the test.
+                start_new_session=True,
             )
         return self
 
     def kill(self) -> None:
-        """SIGKILL: no chance to finish anything."""
+        """SIGKILL to the process and any it forked: no chance to finish anything."""
         assert self.proc is not None
-        self.proc.send_signal(signal.SIGKILL)
+        with contextlib.suppress(ProcessLookupError):
+            os.killpg(self.proc.pid, signal.SIGKILL)
         self.proc.wait(timeout=10)
 
     def terminate(self, timeout: float = 60) -> int:
@@ -88,8 +93,10 @@ class MailgateProcess:
         return self.proc.wait(timeout=timeout)
 
     def stop(self) -> None:
-        if self.proc is not None and self.proc.poll() is None:
-            self.proc.kill()
+        if self.proc is not None:
+            # Even when the parent is gone, forked workers may still run in its group.
+            with contextlib.suppress(ProcessLookupError):
+                os.killpg(self.proc.pid, signal.SIGKILL)
             self.proc.wait(timeout=10)
 
     def output(self) -> str:
