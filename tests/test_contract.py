@@ -116,6 +116,15 @@ async def test_row2_revoked_key(api: Api, engine: AsyncEngine) -> None:
     expect(await api.send(To="a@example.com"), 401, "Unable to authorize.", api.seeded.record_id)
 
 
+async def test_row2_key_revoked_while_in_use_is_refused_at_once(
+    api: Api, engine: AsyncEngine
+) -> None:
+    expect(await api.send(To="a@example.com"), 200, SENT, api.seeded.record_id)
+    async with engine.begin() as conn:
+        await directory.revoke_keys(conn, api.seeded.login)
+    expect(await api.send(To="a@example.com"), 401, "Unable to authorize.", api.seeded.record_id)
+
+
 async def test_row2_disabled_user(api: Api, engine: AsyncEngine) -> None:
     async with engine.begin() as conn:
         await conn.execute(update(users).values(disabled=True))
@@ -383,6 +392,13 @@ async def test_row12_manuals_example(api: Api) -> None:
 async def test_path_is_case_insensitive(api: Api, path: str) -> None:
     response = await api.send(path=path.format(id=api.seeded.record_id), To="a@example.com")
     expect(response, 200, SENT, api.seeded.record_id)
+
+
+async def test_other_methods_on_the_path_are_405(api: Api) -> None:
+    url = f"{api.url}/API/items/{api.seeded.record_id}/outgoingmails/send"
+    response = await api.client.get(url)
+    assert (response.status_code, response.headers["allow"]) == (405, "POST")
+    assert response.json() == {"detail": "Method Not Allowed"}
 
 
 async def test_base_path(start_api: Callable[..., Any]) -> None:

@@ -20,11 +20,15 @@ _ID = re.compile(r"^-?[0-9]+$")
 
 
 @dataclass(frozen=True, slots=True)
-class ApiUser:
+class Caller:
+    """The API key's user and, for the call's item, its site and the user's send-mail right."""
+
     id: int
     name: str
     language: str | None
     addresses: tuple[str, ...]
+    site_id: int | None
+    can_send_mail: bool
 
 
 @dataclass(frozen=True, slots=True)
@@ -44,10 +48,8 @@ class AcceptedMail:
 class SendStore(Protocol):
     """What the send rules read and write, inside the one transaction of a call."""
 
-    async def user_by_api_key(self, api_key: str) -> ApiUser | None: ...
+    async def caller(self, api_key: str, item_id: int) -> Caller | None: ...
     async def user_for_token(self, user_id: int) -> tuple[str, tuple[str, ...]] | None: ...
-    async def site_of(self, item_id: int) -> int | None: ...
-    async def can_send_mail(self, user_id: int, site_id: int) -> bool: ...
     async def take_quota(self, site_id: int, day: str, limit: int) -> int | None: ...
     async def enqueue(self, mail: AcceptedMail) -> int: ...
 
@@ -90,15 +92,15 @@ async def send(call: SendCall, store: SendStore, settings: Settings, now: dateti
             raise Refusal(403, Msg.FORBIDDEN)
         fields = parse_fields(call.body)
         api_key = api_key_of(fields)
-        user = await store.user_by_api_key(api_key) if api_key else None
-        if user is None:
+        caller = await store.caller(api_key, item_id) if api_key else None
+        if caller is None:
             raise Refusal(401, Msg.UNAUTHORIZED)
-        language = user.language or language
+        language = caller.language or language
         if settings.check_content_type and not _JSON_TYPE.match(call.content_type or ""):
             raise Refusal(400, Msg.INVALID_REQUEST)
-        fallback_sender = default_sender(user.name, user.addresses, settings.mail)
+        fallback_sender = default_sender(caller.name, caller.addresses, settings.mail)
         request = read_send_request(fields, settings.max_title_length)
-        site_id = await store.site_of(item_id)
+        site_id = caller.site_id
         limit = settings.limit_per_site if site_id is not None else 0
         remaining = None
         if site_id is not None and limit > 0:
@@ -109,7 +111,7 @@ async def send(call: SendCall, store: SendStore, settings: Settings, now: dateti
                 raise Refusal(429, Msg.OVER_LIMIT, site_id, limit)
             remaining = limit - used
         sender = requested_sender(request.from_, fallback_sender)
-        if site_id is None or not await store.can_send_mail(user.id, site_id):
+        if site_id is None or not caller.can_send_mail:
             raise Refusal(403, Msg.FORBIDDEN)
         recipients = await resolve_recipients(
             request.to,
@@ -124,7 +126,7 @@ async def send(call: SendCall, store: SendStore, settings: Settings, now: dateti
                 reference=call.reference,
                 record_id=item_id,
                 site_id=site_id,
-                user_id=user.id,
+                user_id=caller.id,
                 request=request,
                 senders=apply_fixed_from(sender, settings.mail),
                 recipients=recipients,
