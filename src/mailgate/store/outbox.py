@@ -354,7 +354,13 @@ class Outbox:
 
     async def checkpoint(self) -> None:
         """On SQLite, move the WAL into the database file in a thread, off the event loop."""
-        if self._sync is not None and self.engine.url.database:
+        if self._sync is None or not self.engine.url.database:
+            return
+        # Holding this process's write lock, no commit of ours lands meanwhile, so the
+        # checkpoint catches up with the whole WAL and the next commit starts it over; under
+        # steady writes it would otherwise never catch up and the WAL would only grow.
+        # Outcomes that arrive meanwhile wait for the recorder; the loop keeps running.
+        async with write_lock(self.engine):
             await asyncio.to_thread(checkpoint, self.engine.url.database)
 
     def close(self) -> None:
