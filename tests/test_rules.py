@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+import base64
+
+import orjson
 import pytest
 
 from mailgate.config import MailPolicy
@@ -117,6 +120,27 @@ def test_request_reading_like_newtonsoft() -> None:
     fields = parse_fields(b'{"TITLE": 1.5, "body": false, "To": "a@x.com", "cc": null}')
     request = read_send_request(fields, 1024)
     assert (request.title, request.body, request.to, request.cc) == ("1.5", "False", "a@x.com", "")
+
+
+def attachment_fields(text: str) -> dict[str, object]:
+    return parse_fields(orjson.dumps({"Attachments": [{"Name": "a.bin", "Base64": text}]}))
+
+
+def test_attachment_base64_may_be_line_wrapped_like_dotnet_accepts() -> None:
+    data = bytes(range(256)) * 40
+    wrapped = base64.encodebytes(data).decode().replace("\n", "\r\n")  # 76-column lines
+    assert "\r\n" in wrapped
+    request = read_send_request(attachment_fields(wrapped), 1024)
+    assert request.attachments[0].data == data
+    plain = read_send_request(attachment_fields(base64.b64encode(data).decode()), 1024)
+    assert plain.attachments[0].data == data
+
+
+@pytest.mark.parametrize("text", ["YWJjé", "YW=Jj", "YWJ", "YQ===", "ab-_", "YWJj!"])
+def test_attachment_base64_that_is_not_base64_is_refused(text: str) -> None:
+    with pytest.raises(Refusal) as error:
+        read_send_request(attachment_fields(text), 1024)
+    assert refused(error) == (400, render(Msg.INVALID_REQUEST, "en"))
 
 
 @pytest.mark.parametrize("raw", [b'"\\ud800"', b'{"Title": "\\ud800"}'])
