@@ -46,13 +46,19 @@ def keeping_up(limit: AdmissionLimit, rounds: int = 200) -> None:
         limit.observe(0.001)
 
 
-async def test_a_lower_limit_holds_new_deliveries_until_one_ends() -> None:
-    limit = AdmissionLimit(maximum=16)
+async def held_down(maximum: int) -> AdmissionLimit:
+    """A limit with four deliveries running whose transactions show a long queue."""
+    limit = AdmissionLimit(maximum=maximum)
     for _ in range(4):
         await limit.acquire()
     queueing(limit)
     # 9 ms of every 10 waiting: Vegas settles where fewer than BETA deliveries wait.
     assert limit.limit == 4
+    return limit
+
+
+async def test_a_lower_limit_holds_new_deliveries_until_one_ends() -> None:
+    limit = await held_down(16)
     fifth = asyncio.create_task(limit.acquire())
     await asyncio.sleep(0.01)
     assert not fifth.done()
@@ -62,11 +68,7 @@ async def test_a_lower_limit_holds_new_deliveries_until_one_ends() -> None:
 
 
 async def test_raising_the_limit_admits_waiters_and_cancelled_waiters_keep_no_slot() -> None:
-    limit = AdmissionLimit(maximum=8)
-    for _ in range(4):
-        await limit.acquire()
-    queueing(limit)
-    assert limit.limit == 4
+    limit = await held_down(8)
     cancelled = asyncio.create_task(limit.acquire())
     waiting = asyncio.create_task(limit.acquire())
     await asyncio.sleep(0.01)
