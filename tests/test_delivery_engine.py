@@ -150,7 +150,6 @@ async def test_sigkill_mid_run_loses_nothing(
     subjects = Counter(r.message()["Subject"] for r in relay.received)
     duplicates = sum(subjects.values()) - len(subjects)
     print(f"SIGKILL after {at_kill} of {total} mails: {duplicates} duplicates at the relay")
-
     assert len(subjects) == total
     # A crash can only duplicate mails the relay took but the worker had not yet recorded
     # (never more than its concurrency, 16); the outcome is recorded as the reply is read,
