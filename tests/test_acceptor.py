@@ -28,7 +28,7 @@ from tests.conftest import Seeded
 
 def call(seeded: Seeded, title: str) -> SendCall:
     body = orjson.dumps({"ApiKey": seeded.api_key, "To": "a@example.com", "Title": title})
-    return SendCall("items", str(seeded.record_id), body, "application/json")
+    return SendCall.read("items", str(seeded.record_id), body, "application/json")
 
 
 async def accept_all(acceptor: Acceptor, calls: list[SendCall]) -> list[Answer | BaseException]:

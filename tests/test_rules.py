@@ -136,7 +136,9 @@ def test_attachment_base64_may_be_line_wrapped_like_dotnet_accepts() -> None:
     assert plain.attachments[0].data == data
 
 
-@pytest.mark.parametrize("text", ["YWJjé", "YW=Jj", "YWJ", "YQ===", "ab-_", "YWJj!"])
+@pytest.mark.parametrize(
+    "text", ["YWJjé", "YW=Jj", "YWJ", "YQ===", "QUJD=", "ab-_", "YWJj!", "YW\nJj!"]
+)
 def test_attachment_base64_that_is_not_base64_is_refused(text: str) -> None:
     with pytest.raises(Refusal) as error:
         read_send_request(attachment_fields(text), 1024)

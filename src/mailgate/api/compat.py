@@ -72,7 +72,8 @@ async def serve(
         return
     except _Disconnected:
         return  # nobody is left to answer
-    call = SendCall(reference, id_text, body, content_type)
+    call = SendCall.read(reference, id_text, body, content_type)
+    del body  # the parsed fields hold all that is needed: a big body need not stay
     try:
         answer = await state.acceptor.accept(call, datetime.now(UTC))
     except (OperationalError, InterfaceError, OSError, TimeoutError) as error:
@@ -91,22 +92,21 @@ async def serve(
     await _respond(send, answer.status, answer_body(answer), [_JSON_HEADER])
 
 
-async def _read_body(receive: Receive, declared: bytes | None, limit: int) -> bytes:
+async def _read_body(receive: Receive, declared: bytes | None, limit: int) -> bytearray:
+    """The whole body in one buffer: chunks joined at the end would need twice its size."""
     if declared and declared.isdigit() and int(declared) > limit:
         raise _TooLarge
-    chunks = []
-    size = 0
+    body = bytearray()
     while True:
         message = await receive()
         if message["type"] == "http.disconnect":
             raise _Disconnected
         chunk = message.get("body", b"")
-        size += len(chunk)
-        if size > limit:
+        if len(body) + len(chunk) > limit:
             raise _TooLarge
-        chunks.append(chunk)
+        body += chunk
         if not message.get("more_body", False):
-            return b"".join(chunks)
+            return body
 
 
 async def _refuse(send: Send, id_text: str, status: int, msg: Msg, language: str) -> None:

@@ -5,7 +5,7 @@ from __future__ import annotations
 import re
 from dataclasses import dataclass
 from datetime import datetime
-from typing import Protocol
+from typing import Any, Protocol
 
 from mailgate.config import Settings
 from mailgate.core.messages import Msg, render
@@ -56,10 +56,23 @@ class SendStore(Protocol):
 
 @dataclass(frozen=True, slots=True)
 class SendCall:
+    """One call to the compat route; `fields` is its parsed body, None if not a JSON object."""
+
     reference: str
     id_text: str
-    body: bytes
+    fields: dict[str, Any] | None
     content_type: str | None
+
+    @classmethod
+    def read(
+        cls, reference: str, id_text: str, body: bytes | bytearray, content_type: str | None
+    ) -> SendCall:
+        """Parse the body at once, so the caller can drop it: a big body is the call's memory."""
+        try:
+            fields = parse_fields(body)
+        except Refusal:
+            fields = None
+        return cls(reference, id_text, fields, content_type)
 
 
 @dataclass(frozen=True, slots=True)
@@ -90,7 +103,9 @@ async def send(call: SendCall, store: SendStore, settings: Settings, now: dateti
     try:
         if not settings.api_enabled:
             raise Refusal(403, Msg.FORBIDDEN)
-        fields = parse_fields(call.body)
+        fields = call.fields
+        if fields is None:
+            raise Refusal(400, Msg.INVALID_JSON)
         api_key = api_key_of(fields)
         caller = await store.caller(api_key, item_id) if api_key else None
         if caller is None:
