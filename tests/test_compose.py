@@ -28,6 +28,7 @@ from mailgate.mail.compose import (
     _compose_stdlib,
     _encoded_words,
     compose,
+    compose_parts,
     new_message_id,
 )
 
@@ -292,6 +293,19 @@ def test_large_binary_attachment_keeps_crlf_only() -> None:
     assert max(len(line) for line in raw.split(b"\r\n")) <= 78
     _, part = parse(raw).iter_parts()
     assert part.get_payload(decode=True) == data
+
+
+@pytest.mark.parametrize("size", [0, 1, 57 * 1024 - 1, 57 * 1024, 57 * 1024 + 1, 3 * 57 * 1024 + 5])
+def test_attachments_come_in_line_ending_pieces_around_the_block_size(size: int) -> None:
+    data = os.urandom(size)
+    message = make(attachments=[Attachment("a.bin", "", data), Attachment("b.bin", "", data)])
+    parts = compose_parts(message)
+    assert b"".join(parts) == compose(message) == _compose_stdlib(message)
+    assert all(part.endswith(b"\r\n") for part in parts if part)
+    # Big files are split: no piece holds more than one block's lines.
+    assert max(map(len, parts)) <= max(78 * 1024 + 200, len(parts[0]))
+    for part in parse(b"".join(parts)).iter_attachments():
+        assert part.get_payload(decode=True) == data
 
 
 @pytest.mark.parametrize(

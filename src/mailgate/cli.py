@@ -17,6 +17,7 @@ import typer
 from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
 
 from mailgate.config import ConfigError, Settings, load_settings
+from mailgate.memory import return_big_blocks_to_the_os
 from mailgate.store import directory, history
 from mailgate.store.db import create_engine
 from mailgate.store.migrate import upgrade
@@ -119,7 +120,8 @@ def run_async(coro: Coroutine[Any, Any, T]) -> T:
     return uvloop.run(coro)
 
 
-def _logging() -> None:
+def _process_setup() -> None:
+    return_big_blocks_to_the_os()
     logging.basicConfig(
         level=logging.INFO,
         stream=sys.stderr,
@@ -167,7 +169,7 @@ def serve(
     from mailgate.api.app import create_app
     from mailgate.bootstrap import create_demo_if_empty, curl_command
 
-    _logging()
+    _process_setup()
     _Server = _server_class()
     settings = settings_for(config, data_dir)
     host = host or settings.host
@@ -241,7 +243,7 @@ def worker(
     """Deliver mail only (no HTTP); SIGTERM stops claiming and finishes what is in flight."""
     from mailgate.delivery.runtime import build_worker
 
-    _logging()
+    _process_setup()
     settings = settings_for(config, data_dir)
 
     async def main(engine: AsyncEngine) -> None:

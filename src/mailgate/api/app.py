@@ -98,7 +98,9 @@ def _describe_compat_route(api: FastAPI, base_path: str) -> None:
 def app_factory() -> Any:
     """Entry for each HTTP process of `serve --workers N`: settings come from the environment."""
     from mailgate.config import load_settings
+    from mailgate.memory import return_big_blocks_to_the_os
 
+    return_big_blocks_to_the_os()
     return create_app(load_settings(), run_worker=os.environ.get(IN_PROCESS_DELIVERY) == "1")
 
 

@@ -3,15 +3,19 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import ssl
 import time
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 
 import aiosmtplib
+from aiosmtplib import SMTPResponse
+from aiosmtplib.email import parse_address
 
 from mailgate.config import SmtpSettings
 from mailgate.delivery.failures import classify, partly_refused
-from mailgate.delivery.transport import Outcome
+from mailgate.delivery.transport import MessageData, Outcome, pieces
 from mailgate.metrics import SMTP_CONNECTIONS, SMTP_SESSIONS
 
 
@@ -35,7 +39,7 @@ class PoolLimits:
 
 
 class SmtpTransport:
-    """Sends through one relay, reusing connections (RSET between mails is aiosmtplib's)."""
+    """Sends through one relay, reusing connections (RSET after a refused mail)."""
 
     def __init__(self, settings: SmtpSettings, limits: PoolLimits | None = None) -> None:
         if not settings.host:
@@ -117,7 +121,9 @@ class SmtpTransport:
         else:
             self._idle.append(conn)
 
-    async def deliver(self, envelope_from: str, recipients: list[str], data: bytes) -> Outcome:
+    async def deliver(
+        self, envelope_from: str, recipients: list[str], data: MessageData
+    ) -> Outcome:
         async with self._slots:
             for _ in range(2):
                 try:
@@ -125,7 +131,9 @@ class SmtpTransport:
                 except Exception as error:
                     return classify(error)
                 try:
-                    refused, reply = await conn.client.sendmail(envelope_from, recipients, data)
+                    refused, reply = await _sendmail(
+                        conn.client, envelope_from, recipients, pieces(data)
+                    )
                 except aiosmtplib.SMTPServerDisconnected as error:
                     await self._close(conn, polite=False)
                     # A relay may drop a pooled connection while it idles: one fresh try.
@@ -151,6 +159,68 @@ class SmtpTransport:
     async def close(self) -> None:
         while self._idle:
             await self._close(self._idle.pop())
+
+
+async def _sendmail(
+    client: aiosmtplib.SMTP, sender: str, recipients: list[str], data: Sequence[bytes]
+) -> tuple[dict[str, SMTPResponse], str]:
+    """aiosmtplib's `sendmail`, but with the message written as it is composed (see _data)."""
+    for address in (sender, *recipients):
+        parse_address(address)  # refuses CR, LF and NUL before anything is sent
+    options = []
+    if client.supports_extension("size"):
+        options.append(f"SIZE={sum(map(len, data))}")
+    try:
+        await client.mail(sender, options=options)
+        refused: list[aiosmtplib.SMTPRecipientRefused] = []
+        for recipient in recipients:
+            try:
+                await client.rcpt(recipient)
+            except aiosmtplib.SMTPRecipientRefused as error:
+                refused.append(error)
+        if len(refused) == len(recipients):
+            raise aiosmtplib.SMTPRecipientsRefused(refused)
+        reply = await _data(client, data)
+    except (aiosmtplib.SMTPResponseException, aiosmtplib.SMTPRecipientsRefused):
+        # Reset the envelope for the next mail; a failing reset surfaces on that mail.
+        with contextlib.suppress(ConnectionError, aiosmtplib.SMTPResponseException):
+            await client.rset()
+        raise
+    return {error.recipient: SMTPResponse(error.code, error.message) for error in refused}, reply
+
+
+async def _data(client: aiosmtplib.SMTP, data: Sequence[bytes]) -> str:
+    """DATA with the message's line-ending pieces dot-stuffed one by one, under flow control.
+
+    aiosmtplib's `data` copies the whole message three times (line-end normalisation, a regex
+    for dot-stuffing, the terminator) and hands all of it to the socket buffer at once: ~7 of
+    its bytes per message byte at peak, and 10% of B2's CPU. Composed pieces already end in
+    CRLF, so only a dot at a line start needs work. aiosmtplib (pinned) offers no streaming
+    DATA, so this uses its protocol's write, read_response and flow-control wait.
+    """
+    start = await client.execute_command(b"DATA")
+    if start.code != 354:
+        raise aiosmtplib.SMTPDataError(start.code, start.message)
+    protocol = client.protocol
+    if protocol is None:
+        raise aiosmtplib.SMTPServerDisconnected("Connection lost")
+    # A relay may refuse while the data still flows; its reply must wait for read_response.
+    protocol._response_pending = True
+    line_start = True
+    for piece in data:
+        if not piece:
+            continue
+        if line_start and piece.startswith(b"."):
+            protocol.write(b".")
+        # bytes.replace returns the piece itself when there is no dot to stuff.
+        protocol.write(piece.replace(b"\r\n.", b"\r\n.."))
+        line_start = piece.endswith(b"\n")
+        await protocol._drain_helper()
+    protocol.write(b".\r\n" if line_start else b"\r\n.\r\n")
+    reply = await protocol.read_response(timeout=client.timeout)
+    if reply.code != 250:
+        raise aiosmtplib.SMTPDataError(reply.code, reply.message)
+    return reply.message
 
 
 def _tls_context(settings: SmtpSettings) -> ssl.SSLContext | None:

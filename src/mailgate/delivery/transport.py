@@ -2,10 +2,17 @@
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Literal, Protocol
 
 OutcomeStatus = Literal["sent", "captured", "deferred", "failed"]
+# A message whole, or in pieces that each end a line (compose_parts), sent one after another.
+MessageData = bytes | Sequence[bytes]
+
+
+def pieces(data: MessageData) -> Sequence[bytes]:
+    return [data] if isinstance(data, bytes) else data
 
 
 @dataclass(frozen=True, slots=True)
@@ -19,7 +26,9 @@ class Outcome:
 
 
 class Transport(Protocol):
-    async def deliver(self, envelope_from: str, recipients: list[str], data: bytes) -> Outcome: ...
+    async def deliver(
+        self, envelope_from: str, recipients: list[str], data: MessageData
+    ) -> Outcome: ...
 
     async def close(self) -> None: ...
 
@@ -27,8 +36,11 @@ class Transport(Protocol):
 class CaptureTransport:
     """Delivers nowhere: the mail stays in the outbox as `captured` (no relay configured)."""
 
-    async def deliver(self, envelope_from: str, recipients: list[str], data: bytes) -> Outcome:
-        return Outcome("captured", f"captured {len(data)} bytes for {len(recipients)} recipients")
+    async def deliver(
+        self, envelope_from: str, recipients: list[str], data: MessageData
+    ) -> Outcome:
+        size = sum(map(len, pieces(data)))
+        return Outcome("captured", f"captured {size} bytes for {len(recipients)} recipients")
 
     async def close(self) -> None:
         return None

@@ -14,8 +14,8 @@ from typing import Protocol
 
 from mailgate.delivery.admission import AdmissionLimit
 from mailgate.delivery.failures import plan_next
-from mailgate.delivery.transport import Outcome, Transport
-from mailgate.mail.compose import compose
+from mailgate.delivery.transport import MessageData, Outcome, Transport
+from mailgate.mail.compose import compose_parts
 from mailgate.metrics import ATTEMPTS, DELIVERY_LATENCY, FAILURES
 from mailgate.store.db import utcnow
 from mailgate.store.outbox import ClaimedMail, Finished, Outbox
@@ -165,10 +165,11 @@ class Worker:
                 return
             attempt = mail.attempts + 1
             try:
-                data = compose(mail.message)
+                parts = compose_parts(mail.message)
+                data: MessageData = parts
                 if self.signer is not None:
                     domain = mail.message.sender.address.rpartition("@")[2]
-                    data = self.signer.sign(data, domain)
+                    data = self.signer.sign(b"".join(parts), domain)
             except Exception as error:
                 log.exception("mail %s cannot be composed", mail.id)
                 await self._record(mail, attempt, Outcome("failed", f"cannot compose: {error}"))

@@ -29,6 +29,10 @@ _LINE = 78  # RFC 5322's recommended line length
 _MAX_LINE = 998  # RFC 5322's hard limit, CRLF excluded
 _ENCODINGS = frozenset({"base64", "quoted-printable", "7bit", "8bit"})
 _ASCII = bytes(range(128))
+# Attachments are base64-encoded this many 76-column lines (57 bytes each) at a time.
+_BLOCK_ROWS = 1024
+_BLOCK = 57 * _BLOCK_ROWS
+_BLOCK_LINES = struct.Struct("76s" * _BLOCK_ROWS)
 _DISPOSITION = "Content-Disposition: attachment"
 # type/subtype of RFC 2045 token characters, as the API accepts them, with a main type short
 # enough for the stdlib to leave the header on one line.
@@ -99,8 +103,13 @@ def new_message_id(domain: str) -> str:
 
 def compose(message: Message) -> bytes:
     """Serialise the message with CRLF line ends; the same Message always gives the same bytes."""
+    return b"".join(compose_parts(message))
+
+
+def compose_parts(message: Message) -> list[bytes]:
+    """compose()'s bytes in pieces that each end a line, so a big mail is never copied whole."""
     fast = _compose_fast(message)
-    return _compose_stdlib(message) if fast is None else fast
+    return [_compose_stdlib(message)] if fast is None else fast
 
 
 @dataclass(frozen=True, slots=True)
@@ -153,7 +162,7 @@ def _compose_stdlib(message: Message) -> bytes:
     return out.getvalue()
 
 
-def _compose_fast(message: Message) -> bytes | None:
+def _compose_fast(message: Message) -> list[bytes] | None:
     """The bytes _compose_stdlib gives, written directly; None for a shape not covered here."""
     # Hand-written because a profile shows EmailMessage, set_content and the generator's header
     # parsing and refolding take ~85% of compose's CPU, for headers whose folding is fixed here.
@@ -173,7 +182,7 @@ def _compose_fast(message: Message) -> bytes | None:
     )
     if not message.attachments:
         out += [f"{text}MIME-Version: 1.0\r\n\r\n".encode(), _body(prepared)]
-        return b"".join(out)
+        return out
     boundary = _boundary(message.message_id, prepared.body)
     # The boundary's fixed length always puts the parameter on a line of its own.
     out += [
@@ -185,9 +194,10 @@ def _compose_fast(message: Message) -> bytes | None:
         part = _attachment_head(attachment)
         if part is None:
             return None
-        out += [f"\r\n--{boundary}\r\n{part}\r\n\r\n".encode(), _base64(attachment.data)]
+        out.append(f"\r\n--{boundary}\r\n{part}\r\n\r\n".encode())
+        out += _base64_blocks(attachment.data)
     out.append(f"\r\n--{boundary}--\r\n".encode())
-    return b"".join(out)
+    return out
 
 
 def _body(prepared: _Prepared) -> bytes:
@@ -204,10 +214,21 @@ def _body(prepared: _Prepared) -> bytes:
 
 def _base64(data: bytes) -> bytes:
     """base64.encodebytes(data) with CRLF line ends."""
-    encoded = binascii.b2a_base64(data, newline=False)
+    return b"".join(_base64_blocks(data))
+
+
+def _base64_blocks(data: bytes) -> list[bytes]:
+    """_base64(data) in blocks of whole lines: a 20 MB file never exists as one list of lines."""
+    view = memoryview(data)
+    return [_base64_lines(view[i : i + _BLOCK]) for i in range(0, len(data), _BLOCK)] or [b""]
+
+
+def _base64_lines(chunk: memoryview) -> bytes:
+    encoded = binascii.b2a_base64(chunk, newline=False)
     rows, rest = divmod(len(encoded), 76)
     # One C call cuts every full line: a slicing loop costs more than the encoding itself.
-    lines = list(struct.Struct("76s" * rows).unpack_from(encoded))
+    cut = _BLOCK_LINES if rows == _BLOCK_ROWS else struct.Struct("76s" * rows)
+    lines = list(cut.unpack_from(encoded))
     if rest:
         lines.append(encoded[-rest:])
     lines.append(b"")

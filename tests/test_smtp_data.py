@@ -1,0 +1,103 @@
+"""The SMTP transport's DATA: composed pieces written as they are, dot-stuffed, sized."""
+
+from __future__ import annotations
+
+import os
+from datetime import UTC, datetime
+from typing import Any
+
+from mailgate.config import SmtpSettings
+from mailgate.delivery.smtp import SmtpTransport
+from mailgate.mail.addresses import Mailbox
+from mailgate.mail.compose import Attachment, Message, compose, compose_parts
+from tests.support.relay import RecordingHandler, Relay
+
+
+def transport(relay: Relay) -> SmtpTransport:
+    return SmtpTransport(SmtpSettings(host="127.0.0.1", port=relay.port, timeout=10))
+
+
+def big_message(size: int) -> Message:
+    return Message(
+        message_id="<big@example.com>",
+        date=datetime(2026, 11, 25, 12, 0, tzinfo=UTC),
+        sender=Mailbox("App", "app@example.com"),
+        to=[Mailbox("", "user@example.org")],
+        cc=[],
+        subject="a big file",
+        body="see the attachment\n.a line with a leading dot\n",
+        attachments=[Attachment("big.bin", "application/octet-stream", os.urandom(size))],
+    )
+
+
+async def test_dots_at_line_starts_arrive_intact_across_pieces() -> None:
+    pieces = [
+        b"Subject: dots\r\n\r\n",
+        b".starts a piece\r\n",
+        b"middle\r\n.line\r\n..two dots\r\n",
+        b"\r\n",
+        b".\r\n",
+        b"no line end at the very end",
+    ]
+    with Relay() as relay:
+        smtp = transport(relay)
+        try:
+            outcome = await smtp.deliver("app@example.com", ["user@example.org"], pieces)
+        finally:
+            await smtp.close()
+        assert outcome.status == "sent", outcome
+        # aiosmtpd undoes the dot-stuffing; the data must be exactly what was composed.
+        assert relay.wait_for(1)[0].data == b"".join(pieces) + b"\r\n"
+
+
+async def test_a_big_attachment_arrives_byte_for_byte() -> None:
+    message = big_message(6 * 1024 * 1024)
+    parts = compose_parts(message)
+    assert len(parts) > 100  # the attachment really goes out in blocks
+    assert all(part.endswith(b"\r\n") for part in parts if part)
+    with Relay() as relay:
+        smtp = transport(relay)
+        try:
+            outcome = await smtp.deliver("app@example.com", ["user@example.org"], parts)
+        finally:
+            await smtp.close()
+        assert outcome.status == "sent", outcome
+        received = relay.wait_for(1)[0]
+        assert received.data == compose(message)
+        attachment = next(received.message().iter_attachments())
+        assert attachment.get_content() == message.attachments[0].data
+
+
+async def test_a_refusal_at_the_end_of_data_fails_the_mail_and_keeps_the_session() -> None:
+    def refuse_big(envelope: Any) -> str | None:
+        return "552 5.3.4 Message too big" if len(envelope.content) > 10_000 else None
+
+    with Relay(RecordingHandler(data_reply=refuse_big)) as relay:
+        smtp = transport(relay)
+        try:
+            refused = await smtp.deliver(
+                "app@example.com", ["user@example.org"], compose_parts(big_message(20_000))
+            )
+            accepted = await smtp.deliver(
+                "app@example.com", ["user@example.org"], b"Subject: small\r\n\r\nhi\r\n"
+            )
+        finally:
+            await smtp.close()
+        assert refused.status == "failed"
+        assert refused.detail is not None and refused.detail.startswith("552")
+        assert accepted.status == "sent", accepted
+        assert [r.data for r in relay.wait_for(1)] == [b"Subject: small\r\n\r\nhi\r\n"]
+        assert relay.handler.sessions == 1
+
+
+async def test_the_size_is_declared_so_a_relay_refuses_before_the_data() -> None:
+    parts = compose_parts(big_message(3000))
+    with Relay(data_size_limit=2000) as relay:
+        smtp = transport(relay)
+        try:
+            outcome = await smtp.deliver("app@example.com", ["user@example.org"], parts)
+        finally:
+            await smtp.close()
+    assert outcome.status == "failed"
+    assert outcome.detail is not None and outcome.detail.startswith("552"), outcome
+    assert relay.received == []
