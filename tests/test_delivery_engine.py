@@ -209,6 +209,34 @@ async def test_connections_per_mail_setting(
     assert relay.handler.sessions == (20 if per_connection == "1" else 1)
 
 
+async def test_a_worker_delivering_one_at_a_time_still_claims_a_batch(
+    engine: AsyncEngine, make_settings: Callable[..., Settings], relay: Relay
+) -> None:
+    """A claim is a write transaction: one per mail would cost more than the mail itself."""
+    await enqueue_mails(engine, 100)
+    relay.handler.delay = 0.2
+    settings = make_settings(**relay_env(relay, MAILGATE_DELIVERY_CONCURRENCY="1"))
+    worker = build_worker(settings, engine)
+    task = asyncio.create_task(worker.run())
+    try:
+        deadline = time.monotonic() + 10
+        while not relay.received and time.monotonic() < deadline:
+            await asyncio.sleep(0.02)
+        assert relay.received, "nothing delivered in 10 s"
+        async with reader(engine).connect() as conn:
+            leased = (
+                await conn.execute(
+                    select(func.count()).where(outgoing_mails.c.locked_by == worker.name)
+                )
+            ).scalar_one()
+    finally:
+        worker.stop()
+        await task
+        await worker.transport.close()
+    # Mails are held leased a batch ahead of the one delivery at a time (2 before batching).
+    assert leased >= 16, leased
+
+
 async def test_recipient_refused_with_4xx_is_retried_alone(
     engine: AsyncEngine, make_settings: Callable[..., Settings], relay: Relay
 ) -> None:

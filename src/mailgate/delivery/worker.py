@@ -21,6 +21,7 @@ from mailgate.store.db import utcnow
 from mailgate.store.outbox import ClaimedMail, Finished, Outbox
 
 log = logging.getLogger("mailgate.delivery")
+MIN_CLAIM_AHEAD = 32
 
 
 class Signer(Protocol):
@@ -103,7 +104,7 @@ class Worker:
             while not self._stopping.is_set():
                 # Keep up to one batch waiting behind the deliveries in progress, so a slot
                 # that frees never waits for a claim, and claims come in batches, not one by one.
-                room = 2 * self.admission.limit - len(self._inflight)
+                room = self._in_hand() - len(self._inflight)
                 if room <= 0:
                     await self._wait_for_room()
                     continue
@@ -133,9 +134,17 @@ class Worker:
         self._inflight.pop(task, None)
         self._wake.set()
 
+    def _in_hand(self) -> int:
+        """How many mails to hold leased: twice the deliveries at once, and a batch at least.
+
+        Each claim is a write transaction and a read: when the admission limit shrinks to a
+        few deliveries at once, claims of a few mails each cost more than the mails.
+        """
+        return max(2 * self.admission.limit, MIN_CLAIM_AHEAD)
+
     async def _wait_for_room(self) -> None:
-        """Until at most `limit` mails are in hand: room for a whole batch."""
-        while len(self._inflight) > self.admission.limit and not self._stopping.is_set():
+        """Until at most half of `_in_hand()` mails are in hand: room for a whole batch."""
+        while 2 * len(self._inflight) > self._in_hand() and not self._stopping.is_set():
             self._wake.clear()
             await self._wake.wait()
 
