@@ -2,22 +2,20 @@
 
 from __future__ import annotations
 
-import functools
 import sqlite3
-from collections.abc import Callable
 from datetime import UTC
 from typing import Any
 
 import orjson
 from sqlalchemy import Table, and_, bindparam, insert, select
 from sqlalchemy.dialects import postgresql, sqlite
-from sqlalchemy.engine import Dialect
 from sqlalchemy.ext.asyncio import AsyncConnection
 
 from mailgate.core.send import AcceptedMail, Caller
 from mailgate.mail.addresses import Mailbox
 from mailgate.mail.compose import new_message_id
 from mailgate.store.db import utcnow
+from mailgate.store.driver import driver_insert
 from mailgate.store.keys import hash_key, same_hash
 from mailgate.store.schema import (
     api_keys,
@@ -229,23 +227,7 @@ class DriverSendStore(SendStore):
         self._insert(mail_events, event)
 
     def _insert(self, table: Table, row: dict[str, Any]) -> int:
-        sql, columns = _driver_insert(table, tuple(row), self.conn.dialect)
-        values = [row[name] if process is None else process(row[name]) for name, process in columns]
-        rowid = self.driver.execute(sql, values).lastrowid
+        statement = driver_insert(table, tuple(row), self.conn.dialect)
+        rowid = self.driver.execute(statement.sql, statement.values(row)).lastrowid
         assert rowid is not None
         return rowid
-
-
-@functools.cache
-def _driver_insert(
-    table: Table, keys: tuple[str, ...], dialect: Dialect
-) -> tuple[str, list[tuple[str, Callable[[Any], Any] | None]]]:
-    """The INSERT of these columns in the driver's SQL, with each value's bind processor.
-
-    The processors are SQLAlchemy's own, so the stored values are exactly what it would store.
-    """
-    compiled = insert(table).compile(dialect=dialect, column_keys=list(keys))
-    return compiled.string, [
-        (name, table.c[name].type.dialect_impl(dialect).bind_processor(dialect))
-        for name in compiled.positiontup or ()
-    ]
