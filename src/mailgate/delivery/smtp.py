@@ -18,6 +18,8 @@ from mailgate.delivery.failures import classify, partly_refused
 from mailgate.delivery.transport import MessageData, Outcome, pieces
 from mailgate.metrics import SMTP_CONNECTIONS, SMTP_SESSIONS
 
+_WRITE_SIZE = 64 * 1024
+
 
 @dataclass
 class _Connection:
@@ -207,16 +209,24 @@ async def _data(client: aiosmtplib.SMTP, data: Sequence[bytes]) -> str:
     # A relay may refuse while the data still flows; its reply must wait for read_response.
     protocol._response_pending = True
     line_start = True
+    batch: list[bytes] = []
+    size = 0
     for piece in data:
         if not piece:
             continue
         if line_start and piece.startswith(b"."):
-            protocol.write(b".")
+            batch.append(b".")
         # bytes.replace returns the piece itself when there is no dot to stuff.
-        protocol.write(piece.replace(b"\r\n.", b"\r\n.."))
+        batch.append(piece.replace(b"\r\n.", b"\r\n.."))
+        size += len(piece)
         line_start = piece.endswith(b"\n")
-        await protocol._drain_helper()
-    protocol.write(b".\r\n" if line_start else b"\r\n.\r\n")
+        if size >= _WRITE_SIZE:
+            # One write (a system call) per 64 KB, not per piece: a small mail goes in one.
+            protocol.write(b"".join(batch))
+            batch, size = [], 0
+            await protocol._drain_helper()
+    batch.append(b".\r\n" if line_start else b"\r\n.\r\n")
+    protocol.write(b"".join(batch))
     reply = await protocol.read_response(timeout=client.timeout)
     if reply.code != 250:
         raise aiosmtplib.SMTPDataError(reply.code, reply.message)
