@@ -1,4 +1,4 @@
-"""The SMTP transport's DATA: composed pieces written as they are, dot-stuffed, sized."""
+"""The SMTP session: pipelined commands, refusals, and DATA written from composed pieces."""
 
 from __future__ import annotations
 
@@ -6,7 +6,10 @@ import os
 from datetime import UTC, datetime
 from typing import Any
 
+import pytest
+
 from mailgate.config import SmtpSettings
+from mailgate.delivery.session import Session
 from mailgate.delivery.smtp import SmtpTransport
 from mailgate.mail.addresses import Mailbox
 from mailgate.mail.compose import Attachment, Message, compose, compose_parts
@@ -101,3 +104,64 @@ async def test_the_size_is_declared_so_a_relay_refuses_before_the_data() -> None
     assert outcome.status == "failed"
     assert outcome.detail is not None and outcome.detail.startswith("552"), outcome
     assert relay.received == []
+
+
+@pytest.mark.parametrize("pipelining", [True, False])
+async def test_refused_recipients_with_and_without_pipelining(pipelining: bool) -> None:
+    handler = RecordingHandler(pipelining=pipelining, rcpt_replies={"bad@example.org": "550 No"})
+    with Relay(handler) as relay:
+        smtp = transport(relay)
+        try:
+            some = await smtp.deliver(
+                "app@example.com", ["ok@example.org", "bad@example.org"], b"Subject: 1\r\n\r\n"
+            )
+            none = await smtp.deliver("app@example.com", ["bad@example.org"], b"Subject: 2\r\n\r\n")
+            after = await smtp.deliver("app@example.com", ["ok@example.org"], b"Subject: 3\r\n\r\n")
+        finally:
+            await smtp.close()
+        assert some.status == "sent" and some.detail is not None
+        assert "<bad@example.org>: 550 No" in some.detail
+        assert (none.status, none.detail) == ("failed", "<bad@example.org>: 550 No")
+        assert after.status == "sent", after
+        received = relay.wait_for(2)
+        assert [(r.rcpt_tos, r.data) for r in received] == [
+            (["ok@example.org"], b"Subject: 1\r\n\r\n"),
+            (["ok@example.org"], b"Subject: 3\r\n\r\n"),
+        ]
+        assert relay.handler.sessions == 1
+
+
+@pytest.mark.parametrize("pipelining", [True, False])
+async def test_a_refused_sender_fails_the_mail_and_keeps_the_session(pipelining: bool) -> None:
+    handler = RecordingHandler(pipelining=pipelining, mail_reply="550 5.7.1 Not allowed")
+    with Relay(handler) as relay:
+        smtp = transport(relay)
+        try:
+            refused = await smtp.deliver(
+                "app@example.com", ["u@example.org"], b"Subject: 1\r\n\r\n"
+            )
+            handler.mail_reply = None
+            accepted = await smtp.deliver(
+                "app@example.com", ["u@example.org"], b"Subject: 2\r\n\r\n"
+            )
+        finally:
+            await smtp.close()
+        assert (refused.status, refused.detail) == ("failed", "550 5.7.1 Not allowed")
+        assert accepted.status == "sent", accepted
+        assert [r.data for r in relay.wait_for(1)] == [b"Subject: 2\r\n\r\n"]
+        assert relay.handler.sessions == 1
+
+
+def test_replies_are_read_whole_however_they_arrive() -> None:
+    session = Session(pipelining=True, declare_size=False, timeout=1)
+    # Three pipelined replies, the second multi-line, cut across packets anywhere.
+    stream = b"250 2.1.0 Ok\r\n250-first\r\n250 second\r\n354 End data with <CR><LF>.<CR><LF>\r\n"
+    for cut in (1, 7, 15, 30, len(stream) - 1):
+        session.data_received(stream[:cut])
+        session.data_received(stream[cut:])
+        assert [tuple(r) for r in session._replies] == [
+            (250, "2.1.0 Ok"),
+            (250, "first\nsecond"),
+            (354, "End data with <CR><LF>.<CR><LF>"),
+        ]
+        session._replies.clear()

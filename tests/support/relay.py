@@ -45,6 +45,10 @@ class RecordingHandler:
     # Called with the envelope at end of DATA; returns a reply to refuse, or None to accept.
     data_reply: Callable[[Any], str | None] | None = None
     delay: float = 0.0
+    # SMTP reply for MAIL FROM, e.g. "550 5.7.1 Sender refused"
+    mail_reply: str | None = None
+    # Whether EHLO offers PIPELINING (aiosmtpd does by default).
+    pipelining: bool = True
     lock: threading.Lock = field(default_factory=threading.Lock)
 
     async def handle_EHLO(
@@ -53,7 +57,18 @@ class RecordingHandler:
         session.host_name = hostname
         with self.lock:
             self.sessions += 1
+        if not self.pipelining:
+            responses = [line for line in responses if "PIPELINING" not in line]
         return responses
+
+    async def handle_MAIL(
+        self, server: Any, session: Any, envelope: Any, address: str, options: list[str]
+    ) -> str:
+        if self.mail_reply:
+            return self.mail_reply
+        envelope.mail_from = address
+        envelope.mail_options.extend(options)
+        return "250 OK"
 
     async def handle_RCPT(
         self, server: Any, session: Any, envelope: Any, address: str, options: list[str]
