@@ -1,14 +1,23 @@
-"""Recording outcomes: only a worker that still holds a mail's lease may write its result."""
+"""Claims read mails back whole; only a worker still holding a lease records an outcome."""
 
 from __future__ import annotations
+
+from datetime import UTC, datetime
 
 from sqlalchemy import select, update
 from sqlalchemy.ext.asyncio import AsyncEngine
 
+from mailgate.core.recipients import Recipients
+from mailgate.core.request import SendRequest
+from mailgate.core.send import AcceptedMail
+from mailgate.core.sender import Senders
+from mailgate.mail.addresses import Mailbox
+from mailgate.mail.compose import Attachment
 from mailgate.store.db import reader
-from mailgate.store.outbox import Finished, Outbox
+from mailgate.store.outbox import Finished, Outbox, load_message
 from mailgate.store.schema import mail_events, outgoing_mails
-from tests.support.fill import enqueue_mails
+from mailgate.store.send_store import SendStore
+from tests.support.fill import SENDER, enqueue_mails
 
 
 async def rows(engine: AsyncEngine) -> dict[int, tuple[str, str | None, list[str]]]:
@@ -64,3 +73,46 @@ async def test_outcomes_of_mails_whose_lease_was_taken_over_are_not_recorded(
         assert sent_at is not None
     for mail_id in taken:
         assert after[mail_id] == ("queued", None, ["queued"])
+
+
+async def test_claimed_mails_are_read_back_exactly_as_accepted(engine: AsyncEngine) -> None:
+    files = (
+        Attachment("見積書.pdf", "application/pdf", bytes(range(256)) * 3),
+        Attachment("b.txt", "text/plain", b""),
+    )
+    accepted_at = datetime(2026, 11, 25, 9, 30, 15, 123456, tzinfo=UTC)
+    async with engine.begin() as conn:
+        store = SendStore(conn, "iso-2022-jp", None, "test.example")
+        ids = [
+            await store.enqueue(
+                AcceptedMail(
+                    reference="items",
+                    record_id=7,
+                    site_id=1,
+                    user_id=1,
+                    request=SendRequest("", "", "", "", f"件名 {i}", "本文\n", files[:i]),
+                    senders=Senders(SENDER, SENDER),
+                    recipients=Recipients(
+                        (Mailbox("山田", f"to{i}@example.com"),),
+                        (Mailbox("", "cc@example.com"),),
+                        (Mailbox("", "bcc@example.com"),),
+                    ),
+                    accepted_at=accepted_at,
+                )
+            )
+            for i in range(3)
+        ]
+    outbox = Outbox(engine)
+    try:
+        claimed = await outbox.claim("me", 10, 60)
+    finally:
+        outbox.close()
+    assert [m.id for m in claimed] == ids
+    async with reader(engine).connect() as conn:
+        for i, mail in enumerate(claimed):
+            assert mail.message == await load_message(conn, mail.id)
+            assert mail.message.attachments == files[:i]
+            assert mail.message.date == accepted_at
+            assert mail.created_at == accepted_at.replace(tzinfo=None)
+            assert (mail.attempts, mail.envelope_from) == (0, SENDER.address)
+            assert mail.envelope_to == [f"to{i}@example.com", "cc@example.com", "bcc@example.com"]
