@@ -202,7 +202,11 @@ def _compose_fast(message: Message) -> list[bytes] | None:
 
 def _body(prepared: _Prepared) -> bytes:
     """The body as email.contentmanager's set_content encodes it, with CRLF line ends."""
-    lines = prepared.body.splitlines()
+    body = prepared.body
+    if prepared.cte in ("7bit", "8bit") and b"\r" not in body:
+        # The common case, without splitting into lines: LF ends, one added if missing.
+        return (body if body.endswith(b"\n") else body + b"\n").replace(b"\n", b"\r\n")
+    lines = body.splitlines()
     # set_content wraps at the SMTP policy's max_line_length, 78: 57 bytes a base64 line.
     if prepared.cte == "base64":
         return _base64(b"\r\n".join(lines) + b"\r\n")
