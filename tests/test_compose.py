@@ -295,16 +295,18 @@ def test_large_binary_attachment_keeps_crlf_only() -> None:
     assert part.get_payload(decode=True) == data
 
 
-@pytest.mark.parametrize("size", [0, 1, 57 * 1024 - 1, 57 * 1024, 57 * 1024 + 1, 3 * 57 * 1024 + 5])
-def test_attachments_come_in_line_ending_pieces_around_the_block_size(size: int) -> None:
+@pytest.mark.parametrize("size", [0, 1, 2, 3, 57, 58, 57 * 1024 - 1, 57 * 1024, 3 * 57 * 1024 + 5])
+def test_attachments_are_encoded_in_line_ending_blocks_as_they_are_read(size: int) -> None:
     data = os.urandom(size)
     message = make(attachments=[Attachment("a.bin", "", data), Attachment("b.bin", "", data)])
     parts = compose_parts(message)
-    assert b"".join(parts) == compose(message) == _compose_stdlib(message)
-    assert all(part.endswith(b"\r\n") for part in parts if part)
-    # Big files are split: no piece holds more than one block's lines.
-    assert max(map(len, parts)) <= max(78 * 1024 + 200, len(parts[0]))
-    for part in parse(b"".join(parts)).iter_attachments():
+    blocks = list(parts)
+    assert b"".join(blocks) == compose(message) == _compose_stdlib(message)
+    assert parts.size == len(compose(message))
+    assert all(block.endswith(b"\r\n") for block in blocks if block)
+    # Big files are encoded a block at a time: no piece holds more than one block's lines.
+    assert max(map(len, blocks)) <= max(78 * 1024 + 200, len(blocks[0]))
+    for part in parse(b"".join(blocks)).iter_attachments():
         assert part.get_payload(decode=True) == data
 
 

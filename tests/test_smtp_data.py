@@ -12,7 +12,7 @@ from mailgate.config import SmtpSettings
 from mailgate.delivery.session import Session
 from mailgate.delivery.smtp import SmtpTransport
 from mailgate.mail.addresses import Mailbox
-from mailgate.mail.compose import Attachment, Message, compose, compose_parts
+from mailgate.mail.compose import Attachment, Message, Pieces, compose, compose_parts
 from tests.support.relay import RecordingHandler, Relay
 
 
@@ -45,7 +45,9 @@ async def test_dots_at_line_starts_arrive_intact_across_pieces() -> None:
     with Relay() as relay:
         smtp = transport(relay)
         try:
-            outcome = await smtp.deliver("app@example.com", ["user@example.org"], pieces)
+            outcome = await smtp.deliver(
+                "app@example.com", ["user@example.org"], Pieces(tuple(pieces))
+            )
         finally:
             await smtp.close()
         assert outcome.status == "sent", outcome
@@ -56,8 +58,10 @@ async def test_dots_at_line_starts_arrive_intact_across_pieces() -> None:
 async def test_a_big_attachment_arrives_byte_for_byte() -> None:
     message = big_message(6 * 1024 * 1024)
     parts = compose_parts(message)
-    assert len(parts) > 100  # the attachment really goes out in blocks
-    assert all(part.endswith(b"\r\n") for part in parts if part)
+    blocks = list(parts)
+    assert len(blocks) > 100  # the attachment really goes out in blocks
+    assert all(block.endswith(b"\r\n") for block in blocks)
+    assert parts.size == sum(map(len, blocks))
     with Relay() as relay:
         smtp = transport(relay)
         try:

@@ -16,11 +16,13 @@ from __future__ import annotations
 import asyncio
 import contextlib
 from collections import deque
-from collections.abc import Sequence
+from collections.abc import Iterable, Sequence
 
 import aiosmtplib
 from aiosmtplib import SMTPResponse
 from aiosmtplib.email import quote_address
+
+from mailgate.mail.compose import Pieces
 
 _MAX_LINE = 8192  # aiosmtplib's limit for a reply line
 _WRITE_SIZE = 64 * 1024
@@ -108,12 +110,12 @@ class Session(asyncio.Protocol):
     # Transactions
 
     async def sendmail(
-        self, sender: str, recipients: Sequence[str], data: Sequence[bytes]
+        self, sender: str, recipients: Sequence[str], data: Pieces
     ) -> tuple[dict[str, SMTPResponse], str]:
         """Send one mail: the refused recipients (if some were accepted) and the final reply."""
         mail = f"MAIL FROM:{quote_address(sender)}"
         if self.declare_size:
-            mail += f" SIZE={sum(map(len, data))}"
+            mail += f" SIZE={data.size}"
         commands = [mail] + [f"RCPT TO:{quote_address(r)}" for r in recipients] + ["DATA"]
         lines = [f"{command}\r\n".encode("ascii") for command in commands]
         if self.pipelining:
@@ -171,7 +173,7 @@ class Session(asyncio.Protocol):
         if self._transport is not None:
             self._transport.close()
 
-    async def _write_message(self, data: Sequence[bytes]) -> None:
+    async def _write_message(self, data: Iterable[bytes]) -> None:
         """The pieces dot-stuffed (RFC 5321 4.5.2), one write per 64 KB, then the end mark."""
         line_start = True
         batch: list[bytes] = []

@@ -2,17 +2,18 @@
 
 from __future__ import annotations
 
-from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Literal, Protocol
 
+from mailgate.mail.compose import Pieces
+
 OutcomeStatus = Literal["sent", "captured", "deferred", "failed"]
-# A message whole, or in pieces that each end a line (compose_parts), sent one after another.
-MessageData = bytes | Sequence[bytes]
+# A message whole, or as compose_parts gives it (sent as it is encoded).
+MessageData = bytes | Pieces
 
 
-def pieces(data: MessageData) -> Sequence[bytes]:
-    return [data] if isinstance(data, bytes) else data
+def pieces(data: MessageData) -> Pieces:
+    return Pieces((data,)) if isinstance(data, bytes) else data
 
 
 @dataclass(frozen=True, slots=True)
@@ -39,7 +40,7 @@ class CaptureTransport:
     async def deliver(
         self, envelope_from: str, recipients: list[str], data: MessageData
     ) -> Outcome:
-        size = sum(map(len, pieces(data)))
+        size = pieces(data).size
         return Outcome("captured", f"captured {size} bytes for {len(recipients)} recipients")
 
     async def close(self) -> None:

@@ -10,7 +10,7 @@ import itertools
 import re
 import struct
 import uuid
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
 from datetime import datetime
 from email.charset import BASE64, Charset
@@ -106,10 +106,36 @@ def compose(message: Message) -> bytes:
     return b"".join(compose_parts(message))
 
 
-def compose_parts(message: Message) -> list[bytes]:
-    """compose()'s bytes in pieces that each end a line, so a big mail is never copied whole."""
+def compose_parts(message: Message) -> Pieces:
+    """compose()'s bytes as pieces, attachments encoded only as they are read."""
     fast = _compose_fast(message)
-    return [_compose_stdlib(message)] if fast is None else fast
+    return Pieces((_compose_stdlib(message),) if fast is None else tuple(fast))
+
+
+@dataclass(frozen=True, slots=True)
+class Pieces:
+    """A message's bytes as pieces that each end a line, and its size.
+
+    An attachment is held as its raw bytes and base64-encoded a block at a time while the
+    pieces are read: a worker sending a 20 MB file holds the file, not also its 27 MB
+    encoding (B4: peak RSS growth 3.1x -> 2.1x the file).
+    """
+
+    items: tuple[bytes | memoryview, ...]  # a memoryview is an attachment still to encode
+
+    @property
+    def size(self) -> int:
+        return sum(
+            len(item) if isinstance(item, bytes) else _base64_size(len(item)) for item in self.items
+        )
+
+    def __iter__(self) -> Iterator[bytes]:
+        for item in self.items:
+            if isinstance(item, bytes):
+                yield item
+            else:
+                for start in range(0, len(item), _BLOCK):
+                    yield _base64_lines(item[start : start + _BLOCK])
 
 
 @dataclass(frozen=True, slots=True)
@@ -162,7 +188,7 @@ def _compose_stdlib(message: Message) -> bytes:
     return out.getvalue()
 
 
-def _compose_fast(message: Message) -> list[bytes] | None:
+def _compose_fast(message: Message) -> list[bytes | memoryview] | None:
     """The bytes _compose_stdlib gives, written directly; None for a shape not covered here."""
     # Hand-written because a profile shows EmailMessage, set_content and the generator's header
     # parsing and refolding take ~85% of compose's CPU, for headers whose folding is fixed here.
@@ -172,7 +198,7 @@ def _compose_fast(message: Message) -> list[bytes] | None:
         return None
     try:
         head = "".join(line + "\r\n" for header in prepared.headers for line in header.lines)
-        out = [head.encode()]
+        out: list[bytes | memoryview] = [head.encode()]
     except UnicodeEncodeError:
         # A lone surrogate: the stdlib writes it as a raw byte (surrogateescape) or fails.
         return None
@@ -195,7 +221,7 @@ def _compose_fast(message: Message) -> list[bytes] | None:
         if part is None:
             return None
         out.append(f"\r\n--{boundary}\r\n{part}\r\n\r\n".encode())
-        out += _base64_blocks(attachment.data)
+        out.append(memoryview(attachment.data))
     out.append(f"\r\n--{boundary}--\r\n".encode())
     return out
 
@@ -218,13 +244,13 @@ def _body(prepared: _Prepared) -> bytes:
 
 def _base64(data: bytes) -> bytes:
     """base64.encodebytes(data) with CRLF line ends."""
-    return b"".join(_base64_blocks(data))
+    return b"".join(Pieces((memoryview(data),)))
 
 
-def _base64_blocks(data: bytes) -> list[bytes]:
-    """_base64(data) in blocks of whole lines: a 20 MB file never exists as one list of lines."""
-    view = memoryview(data)
-    return [_base64_lines(view[i : i + _BLOCK]) for i in range(0, len(data), _BLOCK)] or [b""]
+def _base64_size(size: int) -> int:
+    """len(_base64(data)) for `size` bytes of data: 4 characters per 3 bytes, CRLF per 76."""
+    encoded = 4 * -(-size // 3)
+    return encoded + 2 * -(-encoded // 76)
 
 
 def _base64_lines(chunk: memoryview) -> bytes:
