@@ -11,6 +11,7 @@ from typing import Any
 
 import pytest
 import trustme
+import uvloop
 from aiosmtpd.smtp import AuthResult, LoginPassword
 
 from mailgate.config import SmtpSettings, load_settings
@@ -92,6 +93,30 @@ async def test_starttls_delivers(
 
     assert outcome.status == "sent"
     assert [r.data for r in starttls_relay.received] == [MAIL]
+
+
+@pytest.mark.parametrize("security", ["tls", "starttls"])
+def test_tls_sessions_reuse_connections_on_uvloop(
+    tls_relay: Relay, starttls_relay: Relay, ca_file: Path, security: str
+) -> None:
+    """mailgate runs on uvloop, whose TLS transports the pooled session takes over."""
+    relay = tls_relay if security == "tls" else starttls_relay
+
+    async def three_mails() -> list[Outcome]:
+        smtp_transport = transport(relay, security=security, ca_file=ca_file)
+        try:
+            return [
+                await smtp_transport.deliver("app@example.com", ["user@example.org"], MAIL)
+                for _ in range(3)
+            ]
+        finally:
+            await smtp_transport.close()
+
+    outcomes = uvloop.run(three_mails())
+    assert [o.status for o in outcomes] == ["sent"] * 3
+    assert [r.data for r in relay.received] == [MAIL] * 3
+    # One connection for the three (the relay counts EHLOs: STARTTLS greets twice).
+    assert relay.handler.sessions == (1 if security == "tls" else 2)
 
 
 async def test_starttls_refuses_an_unknown_certificate(starttls_relay: Relay) -> None:
