@@ -3,13 +3,13 @@
 from __future__ import annotations
 
 import asyncio
-import sqlite3
 from collections.abc import Callable, Coroutine
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from datetime import datetime
 from typing import Any, TypeVar
 
+import asyncpg
 from sqlalchemy import Connection, Executable, Result
 from sqlalchemy.engine import Dialect
 from sqlalchemy.ext.asyncio import AsyncEngine
@@ -17,7 +17,7 @@ from sqlalchemy.ext.asyncio import AsyncEngine
 from mailgate.config import Settings
 from mailgate.core.send import Answer, SendCall, send
 from mailgate.store.db import sync_sqlite_engine, write_lock
-from mailgate.store.send_store import DriverSendStore, SendStore
+from mailgate.store.send_store import AsyncpgSendStore, DriverSendStore
 
 T = TypeVar("T")
 # Enough to amortise one fsync over many calls; small enough that one batch blocks the
@@ -76,23 +76,34 @@ class Acceptor:
         if self._sync is not None:
             self._sync.dispose()
 
-    def _store(self, conn: Any, driver: sqlite3.Connection | None = None) -> SendStore:
+    def _options(self) -> tuple[str, str | None, str]:
         mail = self.settings.mail
-        options = (mail.charset, mail.transfer_encoding, self.settings.message_id_domain)
-        if driver is None:
-            return SendStore(conn, *options)
-        return DriverSendStore(_SyncAsConn(conn), driver, *options)
+        return mail.charset, mail.transfer_encoding, self.settings.message_id_domain
 
     async def accept(self, call: SendCall, now: datetime) -> Answer:
         if self._sync is None:
-            async with self.engine.begin() as conn:
-                return await send(call, self._store(conn), self.settings, now)
+            return await self._accept_on_postgresql(call, now)
         pending = _Pending(call, now, asyncio.get_running_loop().create_future())
         self._pending.append(pending)
         if not self._flushing:
             self._flushing = True
             asyncio.get_running_loop().create_task(self._flush())
         return await pending.answer
+
+    async def _accept_on_postgresql(self, call: SendCall, now: datetime) -> Answer:
+        """One transaction, its statements straight on asyncpg (AsyncpgSendStore)."""
+        async with self.engine.connect() as conn:
+            raw = await conn.get_raw_connection()
+            driver = raw.driver_connection
+            assert driver is not None
+            try:
+                async with driver.transaction():
+                    store = AsyncpgSendStore(conn, driver, *self._options())
+                    return await send(call, store, self.settings, now)
+            except (asyncpg.PostgresConnectionError, asyncpg.InterfaceError) as error:
+                # SQLAlchemy would have raised its own; the edge answers 503 for either.
+                raw.invalidate()
+                raise ConnectionError(f"PostgreSQL connection lost: {error}") from error
 
     async def _flush(self) -> None:
         try:
@@ -120,7 +131,7 @@ class Acceptor:
                 transaction = conn.begin()
                 driver = conn.connection.driver_connection
                 assert driver is not None
-                store = self._store(conn, driver)
+                store = DriverSendStore(_SyncAsConn(conn), driver, *self._options())
                 # Savepoints straight on the driver: SQLAlchemy's nested transactions cost more
                 # than the call's own statements.
                 for pending in batch:

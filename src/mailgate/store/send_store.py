@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import sqlite3
+from collections.abc import Mapping, Sequence
 from datetime import UTC
 from typing import Any
 
@@ -15,7 +16,7 @@ from mailgate.core.send import AcceptedMail, Caller
 from mailgate.mail.addresses import Mailbox
 from mailgate.mail.compose import new_message_id
 from mailgate.store.db import utcnow
-from mailgate.store.driver import driver_insert
+from mailgate.store.driver import driver_insert, driver_statement
 from mailgate.store.keys import hash_key, same_hash
 from mailgate.store.schema import (
     api_keys,
@@ -117,32 +118,34 @@ class SendStore:
 
     async def _find_caller(self, api_key: str, item_id: int) -> Caller | None:
         digest = hash_key(api_key)
-        params = {"digest": digest, "item_id": item_id}
-        rows = (await self.conn.execute(_CALLER, params)).all()
-        if not rows or not same_hash(rows[0].key_hash, digest):
+        rows = await self._rows(_CALLER, {"digest": digest, "item_id": item_id})
+        if not rows or not same_hash(rows[0]["key_hash"], digest):
             return None
         first = rows[0]
         return Caller(
-            id=first.id,
-            name=first.name,
-            language=first.language,
-            addresses=tuple(row.address for row in rows if row.address is not None),
-            site_id=first.site_id,
-            can_send_mail=bool(first.can_send_mail),
+            id=first["id"],
+            name=first["name"],
+            language=first["language"],
+            addresses=tuple(row["address"] for row in rows if row["address"] is not None),
+            site_id=first["site_id"],
+            can_send_mail=bool(first["can_send_mail"]),
         )
 
     async def user_for_token(self, user_id: int) -> tuple[str, tuple[str, ...]] | None:
-        name = (await self.conn.execute(_USER_NAME, {"user_id": user_id})).scalar_one_or_none()
-        if name is None:
+        names = await self._rows(_USER_NAME, {"user_id": user_id})
+        if not names:
             return None
-        result = await self.conn.execute(_ADDRESSES, {"user_id": user_id})
-        return name, tuple(result.scalars())
+        addresses = await self._rows(_ADDRESSES, {"user_id": user_id})
+        return names[0]["name"], tuple(row["address"] for row in addresses)
 
     async def take_quota(self, site_id: int, day: str, limit: int) -> int | None:
         stmt = _QUOTA[self.conn.dialect.name]
-        params = {"site_id": site_id, "day": day, "limit": limit}
-        used = (await self.conn.execute(stmt, params)).scalar_one_or_none()
+        rows = await self._rows(stmt, {"site_id": site_id, "day": day, "limit": limit})
+        used: int | None = rows[0]["count"] if rows else None
         return used if used is None or used <= limit else None
+
+    async def _rows(self, statement: Any, params: dict[str, Any]) -> Sequence[Mapping[Any, Any]]:
+        return (await self.conn.execute(statement, params)).mappings().all()
 
     async def enqueue(self, mail: AcceptedMail) -> int:
         now = utcnow()
@@ -179,8 +182,7 @@ class SendStore:
         }
         mail_id = await self._insert_mail(row)
         if request.attachments:
-            await self.conn.execute(
-                insert(mail_attachments),
+            await self._insert_attachments(
                 [
                     {
                         "mail_id": mail_id,
@@ -190,7 +192,7 @@ class SendStore:
                         "data": a.data,
                     }
                     for index, a in enumerate(request.attachments)
-                ],
+                ]
             )
         event = {"mail_id": mail_id, "at": now, "event": "queued", "attempt": 0, "detail": None}
         await self._insert_event(event)
@@ -201,6 +203,9 @@ class SendStore:
 
     async def _insert_event(self, event: dict[str, Any]) -> None:
         await self.conn.execute(_INSERT_EVENT, event)
+
+    async def _insert_attachments(self, rows: list[dict[str, Any]]) -> None:
+        await self.conn.execute(insert(mail_attachments), rows)
 
 
 class DriverSendStore(SendStore):
@@ -231,3 +236,41 @@ class DriverSendStore(SendStore):
         rowid = self.driver.execute(statement.sql, statement.values(row)).lastrowid
         assert rowid is not None
         return rowid
+
+
+class AsyncpgSendStore(SendStore):
+    """A SendStore whose statements go straight to asyncpg, in the caller's transaction.
+
+    Measured on PostgreSQL (B6), SQLAlchemy's async layer cost more CPU per statement than
+    asyncpg itself; the statements are the same Core ones, compiled once.
+    """
+
+    def __init__(
+        self,
+        conn: Any,
+        driver: Any,
+        charset: str,
+        transfer_encoding: str | None,
+        message_id_domain: str,
+    ) -> None:
+        super().__init__(conn, charset, transfer_encoding, message_id_domain)
+        self.driver = driver  # an asyncpg.Connection
+
+    async def _rows(self, statement: Any, params: dict[str, Any]) -> Sequence[Mapping[Any, Any]]:
+        compiled = driver_statement(statement, self.conn.dialect)
+        rows: Sequence[Mapping[Any, Any]] = await self.driver.fetch(
+            compiled.sql, *compiled.values(params)
+        )
+        return rows
+
+    async def _insert_mail(self, row: dict[str, Any]) -> int:
+        compiled = driver_insert(outgoing_mails, tuple(row), self.conn.dialect)
+        return int(await self.driver.fetchval(compiled.sql, *compiled.values(row)))
+
+    async def _insert_event(self, event: dict[str, Any]) -> None:
+        compiled = driver_insert(mail_events, tuple(event), self.conn.dialect)
+        await self.driver.execute(compiled.sql, *compiled.values(event))
+
+    async def _insert_attachments(self, rows: list[dict[str, Any]]) -> None:
+        compiled = driver_insert(mail_attachments, tuple(rows[0]), self.conn.dialect)
+        await self.driver.executemany(compiled.sql, [compiled.values(row) for row in rows])
