@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import asyncio
 import os
+import time
 from datetime import UTC, datetime
 from typing import Any
 
@@ -169,3 +171,36 @@ def test_replies_are_read_whole_however_they_arrive() -> None:
             (354, "End data with <CR><LF>.<CR><LF>"),
         ]
         session._replies.clear()
+
+
+async def test_a_relay_that_stops_reading_the_message_times_out() -> None:
+    """The mail is deferred (tried again later), not stuck on a full socket buffer forever."""
+
+    async def stalls(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        writer.write(b"220 stall ESMTP\r\n")
+        while line := await reader.readline():
+            command = line[:4].upper()
+            if command == b"EHLO":
+                writer.write(b"250-stall\r\n250 PIPELINING\r\n")
+            elif command == b"DATA":
+                writer.write(b"354 go on\r\n")
+                await writer.drain()
+                await asyncio.sleep(30)  # and never read the message
+            elif command in (b"MAIL", b"RCPT"):
+                writer.write(b"250 ok\r\n")
+            await writer.drain()
+
+    server = await asyncio.start_server(stalls, "127.0.0.1", 0)
+    port = server.sockets[0].getsockname()[1]
+    smtp = SmtpTransport(SmtpSettings(host="127.0.0.1", port=port, timeout=1))
+    started = time.monotonic()
+    try:
+        outcome = await smtp.deliver(
+            "app@example.com", ["u@example.org"], compose_parts(big_message(30 * 1024 * 1024))
+        )
+    finally:
+        await smtp.close()
+        server.close()
+    assert outcome.status == "deferred", outcome
+    assert outcome.detail is not None and "Timed out sending the message" in outcome.detail
+    assert time.monotonic() - started < 10

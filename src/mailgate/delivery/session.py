@@ -207,11 +207,16 @@ class Session(asyncio.Protocol):
         self._transport.write(data)
 
     async def _drain(self) -> None:
+        """Wait while the socket buffer is full; a relay that stops reading times out here."""
         if self._lost is not None:
             raise self._lost
         if self._paused:
             self._drained = asyncio.get_running_loop().create_future()
-            await self._drained
+            try:
+                async with asyncio.timeout(self.timeout):
+                    await self._drained
+            except TimeoutError:
+                raise aiosmtplib.SMTPTimeoutError("Timed out sending the message") from None
 
     async def _read(self, count: int) -> list[SMTPResponse]:
         try:
