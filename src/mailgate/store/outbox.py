@@ -6,7 +6,7 @@ import asyncio
 import functools
 import sqlite3
 from collections import namedtuple
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from typing import Any, TypeVar
@@ -94,20 +94,28 @@ def _message(row: Any, attachments: Sequence[Attachment]) -> Message:
     )
 
 
+_FILE_COLUMNS = (
+    mail_attachments.c.mail_id,
+    mail_attachments.c.name,
+    mail_attachments.c.content_type,
+    mail_attachments.c.data,
+)
+
+
 def _attachments(conn: Connection, mail_ids: Sequence[int]) -> dict[int, list[Attachment]]:
-    found: dict[int, list[Attachment]] = {}
     rows = conn.execute(
-        select(
-            mail_attachments.c.mail_id,
-            mail_attachments.c.name,
-            mail_attachments.c.content_type,
-            mail_attachments.c.data,
-        )
+        select(*_FILE_COLUMNS)
         .where(mail_attachments.c.mail_id.in_(mail_ids))
         .order_by(mail_attachments.c.mail_id, mail_attachments.c.position)
     )
-    for row in rows:
-        found.setdefault(row.mail_id, []).append(Attachment(row.name, row.content_type, row.data))
+    return _files_by_mail(rows)
+
+
+def _files_by_mail(rows: Iterable[Sequence[Any]]) -> dict[int, list[Attachment]]:
+    """Rows of `_FILE_COLUMNS`, in order, as each mail's attachments."""
+    found: dict[int, list[Attachment]] = {}
+    for mail_id, name, content_type, data in rows:
+        found.setdefault(mail_id, []).append(Attachment(name, content_type, data))
     return found
 
 
@@ -146,12 +154,7 @@ _CREATED_AT = _ClaimRow._fields.index("created_at")
 def _claim_reads(dialect: Dialect) -> tuple[str, str, Callable[[Any], Any]]:
     """SQL reading claimed mails and their files (IN lists appended), and the time parser."""
     mails = select(*_CLAIM_COLUMNS).compile(dialect=dialect)
-    files = select(
-        mail_attachments.c.mail_id,
-        mail_attachments.c.name,
-        mail_attachments.c.content_type,
-        mail_attachments.c.data,
-    ).compile(dialect=dialect)
+    files = select(*_FILE_COLUMNS).compile(dialect=dialect)
     parse_time = DateTime().dialect_impl(dialect).result_processor(dialect, None)
     assert parse_time is not None
     return str(mails), str(files), parse_time
@@ -178,9 +181,7 @@ async def _read_claimed(engine: AsyncEngine, ids: Sequence[int]) -> list[Claimed
             " ORDER BY mail_attachments.mail_id, mail_attachments.position",
             list(ids),
         )
-    files: dict[int, list[Attachment]] = {}
-    for mail_id, name, content_type, data in found:
-        files.setdefault(mail_id, []).append(Attachment(name, content_type, data))
+    files = _files_by_mail(found)
     rows = []
     for values in mails:
         row = list(values)
